@@ -1,0 +1,6 @@
+#[derive(clap::Subcommand, Debug)]
+pub enum DataCommand {}
+
+pub fn run(c: DataCommand) -> anyhow::Result<()> {
+    match c {}
+}

@@ -1,0 +1,1 @@
+//! Shared helpers for subcommands (progress bars, output formatting).
