@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: fetch and verify assets (no work when present), then run every test of the
+# workspace. Real-asset tests (SmolLM2, MiniLM, the datasets) run because the assets are there.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+command -v cargo >/dev/null 2>&1 || { echo "test: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
+scripts/fetch-assets.sh
+export DPSYNTH_ASSETS="${DPSYNTH_ASSETS:-$PWD/assets}"
+cargo test --workspace --locked "$@"
