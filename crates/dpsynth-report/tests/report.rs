@@ -1,0 +1,245 @@
+//! Rendering on fixture run directories (tests/fixtures/run-complete: a finished run written by
+//! hand in the shapes the pipeline writes; partial runs are made by deleting pieces).
+
+use std::path::{Path, PathBuf};
+
+use dpsynth_report::report::{run_doc, write_run_report, ReportOptions, RunView, Setting};
+use dpsynth_report::sweep;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        let t = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &t);
+        } else {
+            std::fs::copy(&p, &t).unwrap();
+        }
+    }
+}
+
+fn fixture() -> (tempfile::TempDir, PathBuf) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run-complete");
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    copy_dir(&src, &run);
+    (d, run)
+}
+
+fn render(run: &Path) -> (String, String) {
+    let w = write_run_report(run, &ReportOptions::new()).unwrap();
+    (
+        std::fs::read_to_string(w.html).unwrap(),
+        std::fs::read_to_string(w.markdown).unwrap(),
+    )
+}
+
+#[test]
+fn complete_run_states_the_guarantee_and_shows_every_section() {
+    let (_d, run) = fixture();
+    let (html, md) = render(&run);
+    for text in [&html, &md] {
+        assert!(text.contains("ε = 3, δ = 1e-5"), "guarantee missing");
+        assert!(text.contains("add/remove one record of the private training set"));
+        assert!(text.contains("Hyperparameter") || text.contains("hyperparameters"));
+        assert!(text.contains("0.7412"), "synthetic accuracy");
+        assert!(text.contains("0.7012"), "baseline accuracy");
+        assert!(text.contains("0.8123"), "ceiling accuracy");
+        assert!(text.contains("MAUVE = 0.8731"));
+        assert!(text.contains("max_ngram_overlap") || text.contains("max\\_ngram\\_overlap"));
+        assert!(
+            !text.contains("Not run:"),
+            "a complete run has no 'not run' note"
+        );
+    }
+    // Charts: inline SVG in HTML, separate files for Markdown.
+    assert!(
+        html.matches("<svg").count() >= 4,
+        "accuracy ×2, loss, labels"
+    );
+    assert!(md.contains("](report_files/loss.svg)"));
+    assert!(run.join("report_files/loss.svg").is_file());
+    assert!(run.join("report_files/accuracy-embedding.svg").is_file());
+    // Self-contained and static: no JavaScript, no external resources.
+    assert!(!html.to_ascii_lowercase().contains("<script"));
+    assert!(!html.contains("src=\""));
+    assert!(!html.contains("href=\"http"));
+    assert!(!html.contains("<link"));
+    // Sample texts are escaped.
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(html.contains("Tedious &amp; overlong; the plot &lt;b&gt;drags&lt;/b&gt;"));
+    assert!(!md.contains("<script>"));
+    assert!(md.contains("&lt;b&gt;drags&lt;/b&gt; \\| nowhere"));
+    // Never quote private records: string fields of the memorization summary are dropped.
+    assert!(!html.contains("PRIVATE RECORD TEXT"));
+    assert!(!md.contains("PRIVATE RECORD TEXT"));
+    // The training ledger's numbers are shown.
+    assert!(html.contains("noise_multiplier") && html.contains("0.97"));
+    // The interrupted-and-resumed training shows 2 attempts.
+    assert!(html.contains("<td>train</td><td>done</td><td>2</td>"));
+}
+
+#[test]
+fn scores_are_classified_by_setting() {
+    let (_d, run) = fixture();
+    let v = RunView::load(&run);
+    let find = |s: Setting, c: &str| {
+        v.scores
+            .iter()
+            .find(|x| x.setting == s && x.classifier == c)
+            .map(|x| x.accuracy)
+    };
+    assert_eq!(find(Setting::Synthetic, "embedding"), Some(0.7412));
+    assert_eq!(find(Setting::Synthetic, "cnn"), Some(0.6625));
+    assert_eq!(find(Setting::Baseline, "embedding"), Some(0.7012));
+    assert_eq!(find(Setting::Ceiling, "embedding"), Some(0.8123));
+    assert_eq!(v.loss.as_ref().unwrap().len(), 5);
+    assert_eq!(v.train_ledger_epsilon(), Some(2.8996));
+}
+
+#[test]
+fn missing_pieces_become_not_run_notes() {
+    let (_d, run) = fixture();
+    std::fs::remove_dir_all(run.join("eval")).unwrap();
+    std::fs::remove_file(run.join("stages/evaluate.json")).unwrap();
+    std::fs::remove_file(run.join("synthetic.jsonl")).unwrap();
+    std::fs::remove_file(run.join("stages/synthesize.json")).unwrap();
+    std::fs::remove_file(run.join("train/loss.csv")).unwrap();
+    // Training was interrupted.
+    let t = std::fs::read_to_string(run.join("stages/train.json")).unwrap();
+    std::fs::write(
+        run.join("stages/train.json"),
+        t.replace("\"done\"", "\"running\""),
+    )
+    .unwrap();
+    let (html, md) = render(&run);
+    for text in [&html, &md] {
+        assert!(text.contains("Not run: the evaluate stage has not run"));
+        assert!(text.contains("Not run: the synthesize stage has not run"));
+        assert!(text.contains("Not finished: the train stage was interrupted"));
+        assert!(text.contains("Training has not finished"));
+        // The guarantee of what was released so far is still stated.
+        assert!(text.contains("ε = 3, δ = 1e-5"));
+    }
+}
+
+#[test]
+fn empty_and_garbage_directories_render_without_panicking() {
+    let d = tempfile::tempdir().unwrap();
+    let (html, _) = render(d.path());
+    assert!(html.contains("Not run: nothing has been released"));
+    assert!(html.contains("No config.toml"));
+    // Corrupt files are reported as notes, not crashes.
+    std::fs::create_dir_all(d.path().join("eval")).unwrap();
+    std::fs::create_dir_all(d.path().join("stages")).unwrap();
+    std::fs::write(d.path().join("eval/metrics.json"), "{not json").unwrap();
+    std::fs::write(d.path().join("stages/train.json"), "[]").unwrap();
+    std::fs::write(d.path().join("histogram.json"), "{\"labels\": 3}").unwrap();
+    std::fs::write(
+        d.path().join("synthetic.jsonl"),
+        "garbage\n{\"text\":\"ok\",\"label\":1}\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("config.toml"), "this is = = not toml").unwrap();
+    let (html, _) = render(d.path());
+    assert!(html.contains("metrics.json could not be read"));
+    assert!(html.contains("train.json"));
+    assert!(html.contains("1 lines were not records"));
+}
+
+#[test]
+fn non_private_and_public_reports() {
+    let (_d, run) = fixture();
+    let l = std::fs::read_to_string(run.join("privacy_ledger.json")).unwrap();
+    std::fs::write(
+        run.join("privacy_ledger.json"),
+        l.replace("\"epsilon\": 2.9", "\"epsilon\": null"),
+    )
+    .unwrap();
+    let (html, _) = render(&run);
+    assert!(html.contains("This run is NOT private (ε = ∞)"));
+
+    let (_d2, run) = fixture();
+    let v = RunView::load(&run);
+    let opts = ReportOptions {
+        public_only: true,
+        samples_per_label: 1,
+    };
+    let doc = run_doc(&v, &opts);
+    let html = dpsynth_report::report::to_html(&doc);
+    assert!(html.contains("ε = 3, δ = 1e-5"));
+    assert!(!html.contains("0.7412"), "test-set metrics are left out");
+    assert!(!html.contains("MAUVE ="));
+    assert!(!html.contains("DP fine-tuning loss"));
+    assert!(html.contains("DP label histogram"));
+    assert_eq!(
+        html.matches("<blockquote>").count(),
+        2,
+        "one sample per label"
+    );
+    let w = write_run_report(&run, &opts).unwrap();
+    assert!(w.html.ends_with("report-public.html"));
+}
+
+#[test]
+fn sweep_report_compares_methods_over_epsilon_and_notes_tuning() {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/run-complete");
+    let mut points = Vec::new();
+    for (m, e, acc) in [
+        ("lora", Some(1.0), 0.61),
+        ("lora", Some(3.0), 0.7412),
+        ("prompt", Some(3.0), 0.65),
+        ("lora", None, 0.79),
+    ] {
+        let rel = format!(
+            "rotten-tomatoes/{m}-eps{}",
+            e.map(|x: f64| x.to_string()).unwrap_or("inf".into())
+        );
+        let dir = d.path().join(&rel);
+        copy_dir(&src, &dir);
+        let mj = std::fs::read_to_string(dir.join("eval/metrics.json")).unwrap();
+        std::fs::write(
+            dir.join("eval/metrics.json"),
+            mj.replace("0.7412", &acc.to_string()),
+        )
+        .unwrap();
+        points.push(serde_json::json!({"dataset": "rotten-tomatoes", "method": m, "epsilon": e, "dir": rel}));
+    }
+    std::fs::write(
+        d.path().join("sweep.json"),
+        serde_json::to_string(&serde_json::json!({ "points": points })).unwrap(),
+    )
+    .unwrap();
+    assert!(sweep::is_sweep_dir(d.path()));
+    let w = sweep::write_sweep_report(d.path()).unwrap();
+    let html = std::fs::read_to_string(&w.html).unwrap();
+    let md = std::fs::read_to_string(&w.markdown).unwrap();
+    for text in [&html, &md] {
+        assert!(text.contains("Hyperparameter tuning on private data costs privacy"));
+        assert!(text.contains("0.61") && text.contains("0.79") && text.contains("0.65"));
+        assert!(text.contains("synthetic (lora)") && text.contains("synthetic (prompt)"));
+        // Composition over the 4 runs: 4 × 3 = 12.
+        assert!(
+            text.contains("| 12 |") || text.contains("<td>12</td>"),
+            "composed ε"
+        );
+    }
+    assert!(html.contains("<svg"));
+    assert!(!html.contains("<script"));
+    // ε order on the x axis: 1, 3, ∞; the prompt method has no ε = 1 point → "not run".
+    assert!(
+        html.contains("<td>1</td><td>0.61</td><td>not run</td>"),
+        "{html}"
+    );
+}
+
+#[test]
+fn sweep_without_manifest_says_not_run() {
+    let d = tempfile::tempdir().unwrap();
+    let doc = sweep::sweep_doc(d.path());
+    let html = dpsynth_report::report::to_html(&doc);
+    assert!(html.contains("Not run"));
+}
