@@ -1,1 +1,30 @@
-//! dpsynth-train
+//! dpsynth-train: DP-SGD fine-tuning of a llama-family model (LoRA, prompt tuning, full
+//! fine-tuning) with exact per-example clipping, Poisson sampling, a privacy ledger and
+//! checkpoints; and sampling of a labeled synthetic dataset from the trained model.
+//!
+//! Pipeline of one logical step (types enforce the order, see [`dp`]):
+//! Poisson sample ([`rng::DpRng::poisson_sample`]) → per-example gradients
+//! ([`model::batched_per_example_grads`], [`model::FullVars`]) → [`dp::PerExampleGrads`] →
+//! clip and sum → [`dp::ClippedSum`] → noise → [`dp::NoisyGradient`] → [`optim::AdamW`].
+
+pub mod adapter_io;
+pub mod checkpoint;
+pub mod dp;
+pub mod error;
+pub mod format;
+pub mod frozen;
+pub mod labels;
+pub mod ledger;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod synth;
+pub mod train;
+
+pub use error::{Result, TrainError};
+pub use labels::LabelDistribution;
+pub use model::{Example, Method, Params};
+pub use train::{train, NoProgress, Progress, StepInfo, TrainConfig, TrainSummary};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,668 @@
+//! The training forward pass of a llama block stack, written from primitive candle ops that
+//! all have a backward (no fused `rms_norm`, `softmax_last_dim`, `rope` or `sdpa`, which
+//! silently drop gradients), and the batched per-example gradient computation.
+//!
+//! Per-example gradients: every example of a micro-batch gets its *own copy* of the
+//! trainable parameters (LoRA `A: [B, r, in]`, `B: [B, out, r]`; prompt embeddings
+//! `[B, n, d]`). Example `b` only ever touches copy `b`, so the gradient of the *summed*
+//! loss with respect to copy `b` is exactly example `b`'s gradient — one backward pass
+//! gives all of them. Frozen base weights go through [`crate::frozen::frozen_linear`],
+//! whose backward computes only the input gradient. Full fine-tuning has no such trick at
+//! bounded memory; it runs one example (or one user) at a time instead.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use dpsynth_lm::{LlamaConfig, LlamaWeights, LoraAdapter, LoraConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::frozen::frozen_linear;
+use crate::{Result, TrainError};
+
+/// What is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Method {
+    /// LoRA on the listed modules (PEFT semantics, `scaling = alpha / rank`).
+    Lora(LoraConfig),
+    /// Prompt tuning: `virtual_tokens` trainable embeddings prepended to every input.
+    Prompt { virtual_tokens: usize },
+    /// Every weight of the model.
+    Full,
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Lora(_) => "lora",
+            Method::Prompt { .. } => "prompt",
+            Method::Full => "full",
+        }
+    }
+    pub fn virtual_tokens(&self) -> usize {
+        match self {
+            Method::Prompt { virtual_tokens } => *virtual_tokens,
+            _ => 0,
+        }
+    }
+}
+
+/// One tokenized training example: `ids = prefix ++ text ++ [eos]`; the first `n_prefix`
+/// tokens are context only (zero loss weight), the rest are predicted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    pub n_prefix: usize,
+}
+
+impl Example {
+    /// Indices `j` of `ids` that are predicted (from position `j - 1`).
+    pub fn target_positions(&self) -> std::ops::Range<usize> {
+        self.n_prefix.max(1)..self.ids.len()
+    }
+}
+
+/// The trainable parameters, in a fixed order with stable names.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub names: Vec<String>,
+    pub tensors: Vec<Tensor>,
+}
+
+impl Params {
+    /// Number of scalar parameters.
+    pub fn numel(&self) -> usize {
+        self.tensors.iter().map(|t| t.elem_count()).sum()
+    }
+
+    /// Initial trainable parameters for `method` (LoRA: PEFT init, `A` uniform in
+    /// `±1/sqrt(in)`, `B = 0`; prompt: embeddings of random vocabulary tokens, as PEFT's
+    /// "random" init; full: the base weights).
+    pub fn init(method: &Method, w: &LlamaWeights, seed: u64) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let dev = w.device();
+        let mut names = Vec::new();
+        let mut tensors = Vec::new();
+        match method {
+            Method::Lora(cfg) => {
+                validate_lora(cfg)?;
+                for (l, layer) in w.layers.iter().enumerate() {
+                    for m in &cfg.targets {
+                        let lin = layer.linear(m).expect("validated");
+                        let (out, inn) = lin.dims2()?;
+                        let bound = 1.0 / (inn as f32).sqrt();
+                        let a: Vec<f32> = (0..cfg.rank * inn)
+                            .map(|_| rng.random_range(-bound..bound))
+                            .collect();
+                        names.push(lora_name(l, m, 'A'));
+                        tensors.push(Tensor::from_vec(a, (cfg.rank, inn), dev)?);
+                        names.push(lora_name(l, m, 'B'));
+                        tensors.push(Tensor::zeros((out, cfg.rank), DType::F32, dev)?);
+                    }
+                }
+            }
+            Method::Prompt { virtual_tokens } => {
+                if *virtual_tokens == 0 {
+                    return Err(TrainError::Config(
+                        "prompt tuning needs at least one virtual token".into(),
+                    ));
+                }
+                let v = w.config.vocab_size as u32;
+                let ids: Vec<u32> = (0..*virtual_tokens)
+                    .map(|_| rng.random_range(0..v))
+                    .collect();
+                let ids = Tensor::new(ids, dev)?;
+                names.push("prompt.virtual_tokens".into());
+                tensors.push(w.embed.index_select(&ids, 0)?.contiguous()?);
+            }
+            Method::Full => {
+                let (n, t) = full_params(w);
+                names = n;
+                tensors = t.into_iter().cloned().collect();
+            }
+        }
+        Ok(Self { names, tensors })
+    }
+
+    /// Parameters for LoRA from an existing adapter (e.g. to compare with PEFT).
+    pub fn from_lora(adapter: &LoraAdapter, num_layers: usize) -> Result<Self> {
+        let mut names = Vec::new();
+        let mut tensors = Vec::new();
+        for l in 0..num_layers {
+            for m in &adapter.config.targets {
+                let key = (l, m.clone());
+                let a = adapter.a.get(&key);
+                let b = adapter.b.get(&key);
+                let (Some(a), Some(b)) = (a, b) else {
+                    return Err(TrainError::Config(format!(
+                        "adapter has no LoRA weights for layer {l} {m}"
+                    )));
+                };
+                names.push(lora_name(l, m, 'A'));
+                tensors.push(a.clone());
+                names.push(lora_name(l, m, 'B'));
+                tensors.push(b.clone());
+            }
+        }
+        Ok(Self { names, tensors })
+    }
+
+    /// The LoRA adapter these parameters represent.
+    pub fn to_lora(&self, cfg: &LoraConfig) -> Result<LoraAdapter> {
+        let mut a = BTreeMap::new();
+        let mut b = BTreeMap::new();
+        for (n, t) in self.names.iter().zip(&self.tensors) {
+            let (l, m, which) = parse_lora_name(n)
+                .ok_or_else(|| TrainError::Other(format!("not a LoRA parameter: {n}")))?;
+            if which == 'A' {
+                a.insert((l, m), t.clone());
+            } else {
+                b.insert((l, m), t.clone());
+            }
+        }
+        Ok(LoraAdapter {
+            config: cfg.clone(),
+            a,
+            b,
+        })
+    }
+
+    /// For full fine-tuning: the base weights with these parameters substituted.
+    pub fn to_full_weights(&self, base: &LlamaWeights) -> Result<LlamaWeights> {
+        let mut w = base.clone();
+        {
+            let (names, slots) = full_params_mut(&mut w);
+            if names != self.names {
+                return Err(TrainError::Other(
+                    "full fine-tuning parameters do not match the model".into(),
+                ));
+            }
+            for (slot, t) in slots.into_iter().zip(&self.tensors) {
+                *slot = t.clone();
+            }
+        }
+        Ok(w)
+    }
+}
+
+pub(crate) fn validate_lora(cfg: &LoraConfig) -> Result<()> {
+    if cfg.rank == 0 {
+        return Err(TrainError::Config("LoRA rank must be at least 1".into()));
+    }
+    if cfg.targets.is_empty() {
+        return Err(TrainError::Config(
+            "LoRA needs at least one target module".into(),
+        ));
+    }
+    for m in &cfg.targets {
+        if !dpsynth_lm::weights::LINEAR_MODULES.contains(&m.as_str()) {
+            return Err(TrainError::Config(format!(
+                "unknown LoRA target `{m}`; use any of {}",
+                dpsynth_lm::weights::LINEAR_MODULES.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn lora_name(l: usize, m: &str, which: char) -> String {
+    format!("layers.{l}.{m}.lora_{which}")
+}
+
+fn parse_lora_name(n: &str) -> Option<(usize, String, char)> {
+    let rest = n.strip_prefix("layers.")?;
+    let mut it = rest.splitn(3, '.');
+    let l = it.next()?.parse().ok()?;
+    let m = it.next()?.to_string();
+    let w = it.next()?.strip_prefix("lora_")?.chars().next()?;
+    Some((l, m, w))
+}
+
+const LAYER_FIELDS: [&str; 9] = [
+    "attn_norm",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "ffn_norm",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+fn full_params(w: &LlamaWeights) -> (Vec<String>, Vec<&Tensor>) {
+    let mut n = vec!["embed".to_string()];
+    let mut t = vec![&w.embed];
+    for (l, lw) in w.layers.iter().enumerate() {
+        let fields = [
+            &lw.attn_norm,
+            &lw.wq,
+            &lw.wk,
+            &lw.wv,
+            &lw.wo,
+            &lw.ffn_norm,
+            &lw.w_gate,
+            &lw.w_up,
+            &lw.w_down,
+        ];
+        for (name, f) in LAYER_FIELDS.iter().zip(fields) {
+            n.push(format!("layers.{l}.{name}"));
+            t.push(f);
+        }
+    }
+    n.push("final_norm".into());
+    t.push(&w.final_norm);
+    if let Some(h) = &w.lm_head {
+        n.push("lm_head".into());
+        t.push(h);
+    }
+    (n, t)
+}
+
+fn full_params_mut(w: &mut LlamaWeights) -> (Vec<String>, Vec<&mut Tensor>) {
+    let mut n = vec!["embed".to_string()];
+    let mut t = vec![&mut w.embed];
+    for (l, lw) in w.layers.iter_mut().enumerate() {
+        let fields = [
+            &mut lw.attn_norm,
+            &mut lw.wq,
+            &mut lw.wk,
+            &mut lw.wv,
+            &mut lw.wo,
+            &mut lw.ffn_norm,
+            &mut lw.w_gate,
+            &mut lw.w_up,
+            &mut lw.w_down,
+        ];
+        for (name, f) in LAYER_FIELDS.iter().zip(fields) {
+            n.push(format!("layers.{l}.{name}"));
+            t.push(f);
+        }
+    }
+    n.push("final_norm".into());
+    t.push(&mut w.final_norm);
+    if let Some(h) = &mut w.lm_head {
+        n.push("lm_head".into());
+        t.push(h);
+    }
+    (n, t)
+}
+
+/// A right-padded micro-batch ready for the forward pass.
+#[derive(Debug)]
+pub struct TrainBatch {
+    /// `[B, T]` token ids (padding = 0).
+    pub ids: Tensor,
+    /// `[B, 1, 1, T', T']` additive attention mask (causal + key padding), `T' = n_virtual + T`.
+    pub mask: Tensor,
+    /// Flat indices into `[B * T']` of the positions whose next token is predicted.
+    pub sel: Tensor,
+    /// `[M, 1]` next-token targets of the selected positions.
+    pub targets: Tensor,
+    /// `[M]` loss weight of each selected position (`1 / #targets of its example`).
+    pub weights: Tensor,
+    /// Example index of each selected position.
+    pub owner: Vec<usize>,
+    pub batch: usize,
+    pub seq: usize,
+    pub n_virtual: usize,
+}
+
+impl TrainBatch {
+    pub fn new(examples: &[&Example], n_virtual: usize, device: &Device) -> Result<Self> {
+        let b = examples.len();
+        if b == 0 {
+            return Err(TrainError::Other("empty micro-batch".into()));
+        }
+        let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        if t == 0 {
+            return Err(TrainError::Data("an example has no tokens".into()));
+        }
+        let tt = t + n_virtual;
+        let mut ids = vec![0u32; b * t];
+        let mut mask = vec![0f32; b * tt * tt];
+        let mut sel = Vec::new();
+        let mut targets = Vec::new();
+        let mut weights = Vec::new();
+        let mut owner = Vec::new();
+        for (i, e) in examples.iter().enumerate() {
+            ids[i * t..i * t + e.ids.len()].copy_from_slice(&e.ids);
+            let len = e.ids.len() + n_virtual;
+            for q in 0..tt {
+                for k in 0..tt {
+                    if k > q || k >= len {
+                        mask[(i * tt + q) * tt + k] = -1e9;
+                    }
+                }
+            }
+            let tp = e.target_positions();
+            let n = tp.len();
+            for j in tp {
+                sel.push((i * tt + n_virtual + j - 1) as u32);
+                targets.push(e.ids[j]);
+                weights.push(1.0 / n as f32);
+                owner.push(i);
+            }
+        }
+        let m = targets.len();
+        Ok(Self {
+            ids: Tensor::from_vec(ids, (b, t), device)?,
+            mask: Tensor::from_vec(mask, (b, 1, 1, tt, tt), device)?,
+            sel: Tensor::from_vec(sel, m, device)?,
+            targets: Tensor::from_vec(targets, (m, 1), device)?,
+            weights: Tensor::from_vec(weights, m, device)?,
+            owner,
+            batch: b,
+            seq: t,
+            n_virtual,
+        })
+    }
+}
+
+/// Rotary tables `[T, head_dim]` (rotate-half layout: the frequencies repeated twice).
+pub fn rope_tables(cfg: &LlamaConfig, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let hd = cfg.head_dim();
+    let half = hd / 2;
+    let mut cos = vec![0f32; len * hd];
+    let mut sin = vec![0f32; len * hd];
+    for p in 0..len {
+        for i in 0..half {
+            let inv = 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64);
+            let a = p as f64 * inv;
+            for j in [i, i + half] {
+                cos[p * hd + j] = a.cos() as f32;
+                sin[p * hd + j] = a.sin() as f32;
+            }
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (len, hd), device)?,
+        Tensor::from_vec(sin, (len, hd), device)?,
+    ))
+}
+
+/// Trainable tensors as seen by one forward pass.
+pub enum Trainables<'a> {
+    /// Per-example LoRA copies: `(layer, module) -> (A [B, r, in], B [B, out, r])`.
+    Lora {
+        ab: BTreeMap<(usize, String), (Tensor, Tensor)>,
+        scaling: f64,
+    },
+    /// Per-example prompt copies `[B, n, d]`.
+    Prompt(Tensor),
+    /// Full fine-tuning: these weights (variables) replace the base.
+    Full(&'a LlamaWeights),
+}
+
+/// RMSNorm from primitive ops: `x / sqrt(mean(x^2) + eps) * w`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    Ok(x.broadcast_div(&r)?.broadcast_mul(w)?)
+}
+
+/// Softmax over the last dim from primitive ops (the max is subtracted as a constant).
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let m = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&m)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// Rotate-half rope from primitive ops; `x: [B, H, T, hd]`, tables `[T, hd]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?)?)
+}
+
+/// The training model: frozen base weights plus rotary tables.
+pub struct TrainModel<'a> {
+    pub base: &'a LlamaWeights,
+}
+
+impl<'a> TrainModel<'a> {
+    pub fn new(base: &'a LlamaWeights) -> Self {
+        Self { base }
+    }
+
+    fn linear(&self, x: &Tensor, layer: usize, module: &str, tr: &Trainables) -> Result<Tensor> {
+        match tr {
+            Trainables::Full(w) => {
+                let wt = w.layers[layer].linear(module).expect("known module");
+                Ok(x.broadcast_matmul(&wt.t()?)?)
+            }
+            Trainables::Lora { ab, scaling } => {
+                let wt = self.base.layers[layer]
+                    .linear(module)
+                    .expect("known module");
+                let y = frozen_linear(x, wt)?;
+                match ab.get(&(layer, module.to_string())) {
+                    Some((a, b)) => {
+                        // x [B,T,in] @ A^T [B,in,r] -> [B,T,r] @ B^T [B,r,out]
+                        let z = x.matmul(&a.t()?)?.matmul(&b.t()?)?;
+                        Ok((y + (z * *scaling)?)?)
+                    }
+                    None => Ok(y),
+                }
+            }
+            Trainables::Prompt(_) => {
+                let wt = self.base.layers[layer]
+                    .linear(module)
+                    .expect("known module");
+                Ok(frozen_linear(x, wt)?)
+            }
+        }
+    }
+
+    /// Forward + loss of a micro-batch. Returns the summed per-example loss (each example's
+    /// loss is its mean next-token cross-entropy over its target positions) and the
+    /// per-example losses.
+    pub fn loss(&self, batch: &TrainBatch, tr: &Trainables) -> Result<(Tensor, Vec<f32>)> {
+        let cfg = &self.base.config;
+        let w: &LlamaWeights = match tr {
+            Trainables::Full(w) => w,
+            _ => self.base,
+        };
+        let (b, t) = (batch.batch, batch.seq);
+        let d = cfg.hidden_size;
+        let hd = cfg.head_dim();
+        let nh = cfg.num_attention_heads;
+        let nkv = cfg.num_key_value_heads;
+        let rep = nh / nkv;
+        let dev = w.device();
+        let ids = batch.ids.flatten_all()?;
+        let mut x = w.embed.index_select(&ids, 0)?.reshape((b, t, d))?;
+        if let Trainables::Prompt(p) = tr {
+            x = Tensor::cat(&[p, &x], 1)?;
+        }
+        let tt = t + batch.n_virtual;
+        let (cos, sin) = rope_tables(cfg, tt, dev)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (l, lw) in w.layers.iter().enumerate() {
+            let h = rms_norm(&x, &lw.attn_norm, cfg.rms_norm_eps)?;
+            let q = self.linear(&h, l, "q_proj", tr)?;
+            let k = self.linear(&h, l, "k_proj", tr)?;
+            let v = self.linear(&h, l, "v_proj", tr)?;
+            let q = q.reshape((b, tt, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = k.reshape((b, tt, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((b, tt, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = rope(&q, &cos, &sin)?;
+            let k = rope(&k, &cos, &sin)?;
+            // GQA: query head h uses kv head h / rep; group the rep query heads of a kv head.
+            let qg = q.reshape((b, nkv, rep * tt, hd))?;
+            let s = (qg.matmul(&k.t()?)? * scale)?;
+            let s = s
+                .reshape((b, nkv, rep, tt, tt))?
+                .broadcast_add(&batch.mask)?;
+            let p = softmax_last(&s)?.reshape((b, nkv, rep * tt, tt))?;
+            let o = p.matmul(&v)?.reshape((b, nh, tt, hd))?;
+            let o = o.transpose(1, 2)?.contiguous()?.reshape((b, tt, nh * hd))?;
+            x = (x + self.linear(&o, l, "o_proj", tr)?)?;
+            let h = rms_norm(&x, &lw.ffn_norm, cfg.rms_norm_eps)?;
+            let g = self.linear(&h, l, "gate_proj", tr)?;
+            let u = self.linear(&h, l, "up_proj", tr)?;
+            let m = (g.silu()? * u)?;
+            x = (x + self.linear(&m, l, "down_proj", tr)?)?;
+        }
+        let x = rms_norm(&x, &w.final_norm, cfg.rms_norm_eps)?;
+        let xs = x.reshape((b * tt, d))?.index_select(&batch.sel, 0)?;
+        let logits = match tr {
+            Trainables::Full(w) => xs.matmul(&w.lm_head().t()?)?,
+            _ => frozen_linear(&xs, self.base.lm_head())?,
+        };
+        let nll = cross_entropy(&logits, &batch.targets)?;
+        let wl = (nll * &batch.weights)?;
+        let total = wl.sum_all()?;
+        let wv = wl.to_vec1::<f32>()?;
+        let mut per = vec![0f32; b];
+        for (v, &o) in wv.iter().zip(&batch.owner) {
+            per[o] += v;
+        }
+        Ok((total, per))
+    }
+}
+
+/// Per-row negative log-likelihood `[M]` of `targets: [M, 1]` under `logits: [M, V]`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let m = logits.max_keepdim(D::Minus1)?.detach();
+    let z = logits.broadcast_sub(&m)?;
+    let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let picked = z.gather(targets, D::Minus1)?;
+    Ok((lse - picked)?.squeeze(D::Minus1)?)
+}
+
+/// Per-example gradients of a micro-batch: for each trainable parameter, `[B, ...shape]`.
+///
+/// LoRA and prompt tuning: one batched backward over per-example parameter copies.
+/// Full fine-tuning: not supported here (see [`full_example_grad`]).
+pub fn batched_per_example_grads(
+    model: &TrainModel,
+    method: &Method,
+    params: &Params,
+    batch: &TrainBatch,
+) -> Result<(Vec<Tensor>, Vec<f32>)> {
+    let b = batch.batch;
+    let copies: Vec<Var> = params
+        .tensors
+        .iter()
+        .map(|p| {
+            let mut shape = vec![b];
+            shape.extend_from_slice(p.dims());
+            let t = p.unsqueeze(0)?.broadcast_as(shape)?.contiguous()?;
+            Var::from_tensor(&t)
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let tr = match method {
+        Method::Lora(cfg) => {
+            let mut ab = BTreeMap::new();
+            for (i, n) in params.names.iter().enumerate() {
+                let (l, m, which) = parse_lora_name(n)
+                    .ok_or_else(|| TrainError::Other(format!("not a LoRA parameter: {n}")))?;
+                if which == 'A' {
+                    ab.insert(
+                        (l, m),
+                        (
+                            copies[i].as_tensor().clone(),
+                            copies[i + 1].as_tensor().clone(),
+                        ),
+                    );
+                }
+            }
+            Trainables::Lora {
+                ab,
+                scaling: cfg.scaling(),
+            }
+        }
+        Method::Prompt { .. } => Trainables::Prompt(copies[0].as_tensor().clone()),
+        Method::Full => {
+            return Err(TrainError::Other(
+                "full fine-tuning computes per-example gradients one example at a time".into(),
+            ))
+        }
+    };
+    let (loss, per) = model.loss(batch, &tr)?;
+    let grads = loss.backward()?;
+    let mut out = Vec::with_capacity(copies.len());
+    for (v, n) in copies.iter().zip(&params.names) {
+        let g = grads.get(v.as_tensor()).ok_or_else(|| {
+            TrainError::Other(format!("internal error: no gradient reached `{n}`"))
+        })?;
+        out.push(g.clone());
+    }
+    Ok((out, per))
+}
+
+/// Full fine-tuning state for one logical step: every weight a variable (created once per
+/// step, shared by all units of the step).
+pub struct FullVars {
+    vars: Vec<Var>,
+    names: Vec<String>,
+    weights: LlamaWeights,
+}
+
+impl FullVars {
+    pub fn new(base: &LlamaWeights, params: &Params) -> Result<Self> {
+        let vars: Vec<Var> = params
+            .tensors
+            .iter()
+            .map(Var::from_tensor)
+            .collect::<candle_core::Result<_>>()?;
+        let vp = Params {
+            names: params.names.clone(),
+            tensors: vars.iter().map(|v| v.as_tensor().clone()).collect(),
+        };
+        let weights = vp.to_full_weights(base)?;
+        Ok(Self {
+            vars,
+            names: params.names.clone(),
+            weights,
+        })
+    }
+
+    /// The gradient of one training unit (one example, or the sum over one user's
+    /// examples), one example at a time. Memory: one copy of the gradients.
+    pub fn unit_grad(&self, examples: &[&Example]) -> Result<(Vec<Tensor>, Vec<f32>)> {
+        let model = TrainModel::new(&self.weights);
+        let mut sum: Option<Vec<Tensor>> = None;
+        let mut losses = Vec::new();
+        for e in examples {
+            let batch = TrainBatch::new(&[*e], 0, self.weights.device())?;
+            let (loss, per) = model.loss(&batch, &Trainables::Full(&self.weights))?;
+            losses.extend(per);
+            let grads = loss.backward()?;
+            let mut g = Vec::with_capacity(self.vars.len());
+            for (v, n) in self.vars.iter().zip(&self.names) {
+                match grads.get(v.as_tensor()) {
+                    Some(t) => g.push(t.clone()),
+                    None => {
+                        return Err(TrainError::Other(format!(
+                            "internal error: no gradient reached `{n}`"
+                        )))
+                    }
+                }
+            }
+            drop(grads);
+            sum = Some(match sum {
+                None => g,
+                Some(s) => s
+                    .iter()
+                    .zip(&g)
+                    .map(|(a, b)| a + b)
+                    .collect::<candle_core::Result<_>>()?,
+            });
+        }
+        let sum = sum.ok_or_else(|| TrainError::Other("no examples".into()))?;
+        Ok((sum, losses))
+    }
+}
+
+/// The gradient of one unit under full fine-tuning (see [`FullVars::unit_grad`]).
+pub fn full_example_grad(
+    base: &LlamaWeights,
+    params: &Params,
+    examples: &[&Example],
+) -> Result<(Vec<Tensor>, Vec<f32>)> {
+    FullVars::new(base, params)?.unit_grad(examples)
+}
