@@ -1,0 +1,1 @@
+//! Privacy auditing (Steinke, Nasr & Jagielski 2023) — phase 2.
