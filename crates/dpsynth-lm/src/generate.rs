@@ -1,0 +1,717 @@
+//! Batched sampling with a KV cache, for synthetic data generation.
+//!
+//! The generator keeps `batch_size` slots. Each slot holds one sequence with its own KV cache
+//! rows, its own rope positions and its own random generator (seeded per request, so a request's
+//! output does not depend on which slot or batch it ran in, up to floating-point rounding of the
+//! batched matmuls). A new prompt is prefilled into a free slot, then all busy slots decode one
+//! token per step in one batched forward pass with an attention mask over their cache lengths.
+//! A finished sequence is handed to the caller at once and its slot is refilled, so a batch
+//! never waits for its longest member.
+//!
+//! Weights are f32 or requantized to Q8_0 (candle's quantized matmul has a SIMD path for Q8_0;
+//! about 3.8x less memory traffic than f32). A LoRA or full adapter is merged into the weights
+//! before quantization; a prompt-tuning adapter is prepended at prefill.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+use rand::{Rng, SeedableRng};
+
+use crate::{Adapter, LlamaConfig, LlamaWeights, LmError, Result};
+
+/// How the generator stores the linear weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// f32 (exact, 4 bytes per weight).
+    F32,
+    /// Q8_0 blocks (8-bit, one scale per 32 weights; 1.06 bytes per weight).
+    #[default]
+    Q8_0,
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = LmError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Self::F32),
+            "q8_0" | "q8" => Ok(Self::Q8_0),
+            _ => Err(LmError::Config(format!(
+                "unknown weight format `{s}` (expected q8_0 or f32)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Q8_0 => "q8_0",
+        })
+    }
+}
+
+/// Sampling settings shared by all requests of a [`Generator::generate`] call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax).
+    pub temperature: f64,
+    /// Keep only the `k` most likely tokens (None or 0: no limit).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens with total probability >= `top_p` (None or 1.0: no limit).
+    pub top_p: Option<f64>,
+    pub max_new_tokens: usize,
+    /// Stop a sequence when it produces one of these ids (usually the model's EOS).
+    pub stop_tokens: Vec<u32>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            max_new_tokens: 64,
+            stop_tokens: Vec::new(),
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(LmError::Config("temperature must be >= 0".into()));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(LmError::Config("top_p must be in (0, 1]".into()));
+            }
+        }
+        if self.max_new_tokens == 0 {
+            return Err(LmError::Config("max_new_tokens must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One sequence to generate.
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    pub prompt_ids: Vec<u32>,
+    /// Seed of this sequence's sampler (ChaCha8).
+    pub seed: u64,
+}
+
+/// A finished sequence, handed to the caller as soon as it is done.
+#[derive(Debug, Clone)]
+pub struct GenOutput {
+    /// Index of the request in the input vector.
+    pub index: usize,
+    /// The new tokens (without the prompt; the stop token, if any, is not included).
+    pub tokens: Vec<u32>,
+    /// True when the sequence ended with a stop token, false when it hit a length limit.
+    pub stopped: bool,
+}
+
+/// Throughput of a [`Generator::generate`] call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GenStats {
+    pub sequences: usize,
+    pub prompt_tokens: usize,
+    /// Generated tokens (stop tokens included), the usual numerator of tokens/s.
+    pub new_tokens: usize,
+    pub seconds: f64,
+}
+
+impl GenStats {
+    pub fn tokens_per_second(&self) -> f64 {
+        self.new_tokens as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Generator settings.
+#[derive(Debug, Clone)]
+pub struct GeneratorOptions {
+    /// Sequences decoded together.
+    pub batch_size: usize,
+    pub weights: WeightFormat,
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            weights: WeightFormat::Q8_0,
+        }
+    }
+}
+
+enum Lin {
+    F32(Tensor),
+    Q(QMatMul),
+}
+
+impl Lin {
+    fn new(w: &Tensor, fmt: WeightFormat) -> Result<Self> {
+        let w = w.to_dtype(DType::F32)?.contiguous()?;
+        Ok(match fmt {
+            WeightFormat::F32 => Lin::F32(w),
+            WeightFormat::Q8_0 => {
+                if w.dim(1)? % GgmlDType::Q8_0.block_size() != 0 {
+                    Lin::F32(w)
+                } else {
+                    Lin::Q(QMatMul::from_qtensor(QTensor::quantize(
+                        &w,
+                        GgmlDType::Q8_0,
+                    )?)?)
+                }
+            }
+        })
+    }
+
+    /// `x: [n, in]` contiguous -> `[n, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Lin::F32(w) => x.matmul(&w.t()?)?,
+            Lin::Q(q) => q.forward(x)?,
+        })
+    }
+}
+
+struct FastLayer {
+    attn_norm: Tensor,
+    ffn_norm: Tensor,
+    qkv: Lin,
+    o: Lin,
+    gate_up: Lin,
+    down: Lin,
+}
+
+/// Inference-only model with fused projections (q|k|v and gate|up) and fast kernels.
+struct FastModel {
+    cfg: LlamaConfig,
+    embed: Tensor,
+    layers: Vec<FastLayer>,
+    final_norm: Tensor,
+    lm_head: Lin,
+    inv_freq: Tensor,
+    virtual_tokens: Option<Tensor>,
+}
+
+impl FastModel {
+    fn new(w: &LlamaWeights, prompt: Option<&Tensor>, fmt: WeightFormat) -> Result<Self> {
+        let cfg = w.config.clone();
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            layers.push(FastLayer {
+                attn_norm: l.attn_norm.to_dtype(DType::F32)?,
+                ffn_norm: l.ffn_norm.to_dtype(DType::F32)?,
+                qkv: Lin::new(&Tensor::cat(&[&l.wq, &l.wk, &l.wv], 0)?, fmt)?,
+                o: Lin::new(&l.wo, fmt)?,
+                gate_up: Lin::new(&Tensor::cat(&[&l.w_gate, &l.w_up], 0)?, fmt)?,
+                down: Lin::new(&l.w_down, fmt)?,
+            });
+        }
+        let hd = cfg.head_dim();
+        let inv: Vec<f32> = (0..hd / 2)
+            .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
+            .collect();
+        Ok(Self {
+            embed: w.embed.to_dtype(DType::F32)?,
+            layers,
+            final_norm: w.final_norm.to_dtype(DType::F32)?,
+            lm_head: Lin::new(w.lm_head(), fmt)?,
+            inv_freq: Tensor::from_vec(inv, (1, hd / 2), w.device())?,
+            virtual_tokens: prompt.map(|p| p.to_dtype(DType::F32)).transpose()?,
+            cfg,
+        })
+    }
+
+    fn n_virtual(&self) -> usize {
+        self.virtual_tokens
+            .as_ref()
+            .map(|v| v.dims()[0])
+            .unwrap_or(0)
+    }
+
+    /// cos/sin `[b, t, hd/2]` for positions `[b, t]` (f32).
+    fn rope(&self, pos: &Tensor) -> Result<(Tensor, Tensor)> {
+        let f = pos.unsqueeze(D::Minus1)?.broadcast_mul(&self.inv_freq)?;
+        Ok((f.cos()?.contiguous()?, f.sin()?.contiguous()?))
+    }
+}
+
+/// Per-layer KV cache: `[slots * kv_heads * cap, head_dim]`, viewed as `[slots, kv, cap, hd]`.
+struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    slots: usize,
+    cap: usize,
+}
+
+impl KvCache {
+    fn new(cfg: &LlamaConfig, slots: usize, cap: usize, dev: &Device) -> Result<Self> {
+        let kv = cfg.num_key_value_heads;
+        let hd = cfg.head_dim();
+        let mk = || Tensor::zeros((slots * kv * cap, hd), DType::F32, dev);
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for _ in 0..cfg.num_hidden_layers {
+            k.push(mk()?);
+            v.push(mk()?);
+        }
+        Ok(Self { k, v, slots, cap })
+    }
+
+    /// Row indices for writing `[b, kv, t]` entries: slot `slots[i]`, positions `pos[i] + j`.
+    fn rows(
+        &self,
+        kv: usize,
+        hd: usize,
+        slots: &[usize],
+        starts: &[usize],
+        t: usize,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let mut idx = Vec::with_capacity(slots.len() * kv * t * hd);
+        for (s, p0) in slots.iter().zip(starts) {
+            for h in 0..kv {
+                for j in 0..t {
+                    let row = ((s * kv + h) * self.cap + p0 + j) as u32;
+                    idx.extend(std::iter::repeat_n(row, hd));
+                }
+            }
+        }
+        Ok(Tensor::from_vec(idx, (slots.len() * kv * t, hd), dev)?)
+    }
+}
+
+/// One forward pass over `[b, t]` new tokens (or embeddings) of `b` slots.
+/// `k`/`v` of the new tokens are written into the cache at rows `starts[i]..starts[i]+t`;
+/// attention covers cache positions `0..=start+j` of each slot.
+/// Returns the last position's logits `[b, vocab]`.
+fn forward_step(
+    m: &FastModel,
+    cache: &KvCache,
+    x: Tensor,
+    slots: &[usize],
+    starts: &[usize],
+) -> Result<Tensor> {
+    let cfg = &m.cfg;
+    let dev = x.device().clone();
+    let (b, t, d) = x.dims3()?;
+    let hd = cfg.head_dim();
+    let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+    let rep = nh / nkv;
+    let eps = cfg.rms_norm_eps as f32;
+    let len = starts.iter().max().copied().unwrap_or(0) + t; // attended cache length
+    let pos: Vec<f32> = starts
+        .iter()
+        .flat_map(|&s| (0..t).map(move |j| (s + j) as f32))
+        .collect();
+    let (cos, sin) = m.rope(&Tensor::from_vec(pos, (b, t), &dev)?)?;
+    // Additive mask [b, 1, t, len]: key j visible to query i of slot s iff j <= starts[s] + i.
+    let mut mask = Vec::with_capacity(b * t * len);
+    for &s in starts {
+        for i in 0..t {
+            mask.extend((0..len).map(|j| if j <= s + i { 0f32 } else { f32::NEG_INFINITY }));
+        }
+    }
+    let mask = Tensor::from_vec(mask, (b, 1, t, len), &dev)?;
+    let rows = cache.rows(nkv, hd, slots, starts, t, &dev)?;
+    let contiguous = slots.iter().enumerate().all(|(i, &s)| s == slots[0] + i);
+    let slot_idx = Tensor::from_vec(slots.iter().map(|&s| s as u32).collect::<Vec<_>>(), b, &dev)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+
+    let mut x = x.reshape((b * t, d))?;
+    for (li, l) in m.layers.iter().enumerate() {
+        let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
+        let qkv = l.qkv.forward(&h)?;
+        let q = qkv.narrow(1, 0, nh * hd)?;
+        let k = qkv.narrow(1, nh * hd, nkv * hd)?;
+        let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd)?;
+        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+        cache.k[li].scatter_set(&rows, &k.reshape((b * nkv * t, hd))?, 0)?;
+        cache.v[li].scatter_set(&rows, &v.reshape((b * nkv * t, hd))?, 0)?;
+        let view = |c: &Tensor| -> Result<Tensor> {
+            let c = c.reshape((cache.slots, nkv, cache.cap, hd))?;
+            let c = if contiguous {
+                c.narrow(0, slots[0], b)?
+            } else {
+                c.index_select(&slot_idx, 0)?
+            };
+            Ok(c.narrow(2, 0, len)?)
+        };
+        let kc = view(&cache.k[li])?; // [b, kv, len, hd]
+        let vc = view(&cache.v[li])?;
+        // Grouped-query attention without copying K/V: [b, kv, rep*t, hd] queries.
+        let q = q.reshape((b, nkv, rep * t, hd))?;
+        let att = (q.matmul(&kc.t()?)? * scale)?; // [b, kv, rep*t, len]
+        let att = att.reshape((b, nkv * rep, t, len))?.broadcast_add(&mask)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = att.reshape((b, nkv, rep * t, len))?;
+        let o = att.matmul(&vc.contiguous()?)?; // [b, kv, rep*t, hd]
+        let o = o
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b * t, nh * hd))?;
+        let o = l.o.forward(&o.contiguous()?)?;
+        x = (x + o)?;
+        let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+        let gu = l.gate_up.forward(&h)?;
+        let ff = cfg.intermediate_size;
+        let g = gu.narrow(1, 0, ff)?;
+        let u = gu.narrow(1, ff, ff)?;
+        let a = (candle_nn::ops::silu(&g)? * u)?;
+        x = (x + l.down.forward(&a.contiguous()?)?)?;
+    }
+    let last = x.reshape((b, t, d))?.narrow(1, t - 1, 1)?.reshape((b, d))?;
+    let h = candle_nn::ops::rms_norm(&last.contiguous()?, &m.final_norm, eps)?;
+    m.lm_head.forward(&h)
+}
+
+/// Draws the next token from `logits` (one row).
+pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> u32 {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .map(|(i, _)| i as u32)
+            .unwrap_or(0)
+    };
+    if p.temperature == 0.0 || p.top_k == Some(1) {
+        return argmax();
+    }
+    let inv_t = 1.0 / p.temperature as f32;
+    let n = logits.len();
+    let k = match p.top_k {
+        Some(k) if k > 0 && k < n => k,
+        _ => n,
+    };
+    let top_p = p.top_p.filter(|&x| x < 1.0);
+    // Candidate set: the top-k (or, for nucleus sampling, a prefix that is then widened).
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+    let mut cand = if k < n {
+        idx.select_nth_unstable_by(k - 1, by_logit);
+        idx.truncate(k);
+        idx
+    } else {
+        idx
+    };
+    let max = cand
+        .iter()
+        .map(|&i| logits[i as usize])
+        .fold(f32::NEG_INFINITY, f32::max);
+    if let Some(tp) = top_p {
+        // Probabilities over the top-k set; the nucleus is the shortest sorted prefix with mass >= tp.
+        let z: f64 = cand
+            .iter()
+            .map(|&i| (((logits[i as usize] - max) * inv_t) as f64).exp())
+            .sum();
+        let mut prefix = 256.min(cand.len());
+        loop {
+            if prefix < cand.len() {
+                cand.select_nth_unstable_by(prefix - 1, by_logit);
+            }
+            let mut head: Vec<u32> = cand[..prefix].to_vec();
+            head.sort_unstable_by(|a, b| by_logit(a, b).then(a.cmp(b)));
+            let mut mass = 0.0;
+            let mut cut = None;
+            for (j, &i) in head.iter().enumerate() {
+                mass += (((logits[i as usize] - max) * inv_t) as f64).exp() / z;
+                if mass >= tp {
+                    cut = Some(j + 1);
+                    break;
+                }
+            }
+            match cut {
+                Some(c) => {
+                    head.truncate(c);
+                    cand = head;
+                    break;
+                }
+                None if prefix == cand.len() => {
+                    cand = head;
+                    break;
+                }
+                None => prefix = (prefix * 8).min(cand.len()),
+            }
+        }
+    }
+    let w: Vec<f64> = cand
+        .iter()
+        .map(|&i| (((logits[i as usize] - max) * inv_t) as f64).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (j, wj) in w.iter().enumerate() {
+        u -= wj;
+        if u < 0.0 {
+            return cand[j];
+        }
+    }
+    *cand.last().unwrap_or(&0)
+}
+
+struct Slot {
+    index: usize,
+    tokens: Vec<u32>,
+    /// Cache length (positions written so far, virtual tokens and prompt included).
+    len: usize,
+    /// Last sampled token, fed at the next step.
+    next: u32,
+    rng: rand_chacha::ChaCha8Rng,
+    max_len: usize,
+}
+
+/// Batched sampler over a fixed set of weights (and optional adapter).
+pub struct Generator {
+    model: FastModel,
+    opts: GeneratorOptions,
+    device: Device,
+}
+
+impl Generator {
+    /// Builds the generator: merges a LoRA/full adapter into the weights, then converts them
+    /// to `opts.weights` (f32 or Q8_0) on `device`.
+    pub fn new(
+        weights: &LlamaWeights,
+        adapter: Option<&Adapter>,
+        opts: GeneratorOptions,
+        device: &Device,
+    ) -> Result<Self> {
+        if opts.batch_size == 0 {
+            return Err(LmError::Config("batch_size must be positive".into()));
+        }
+        let merged;
+        let (w, prompt) = match adapter {
+            None => (weights, None),
+            Some(Adapter::Prompt(p)) => {
+                if p.virtual_tokens.dims().get(1) != Some(&weights.config.hidden_size) {
+                    return Err(LmError::Shape(format!(
+                        "prompt adapter has shape {:?}, the model needs [n, {}]",
+                        p.virtual_tokens.dims(),
+                        weights.config.hidden_size
+                    )));
+                }
+                (weights, Some(&p.virtual_tokens))
+            }
+            Some(a) => {
+                merged = a.merged(weights)?.expect("LoRA/full adapters merge");
+                (&merged, None)
+            }
+        };
+        let w = if w.device().same_device(device) {
+            w.clone()
+        } else {
+            to_device(w, device)?
+        };
+        let model = FastModel::new(
+            &w,
+            prompt.map(|p| p.to_device(device)).transpose()?.as_ref(),
+            opts.weights,
+        )?;
+        Ok(Self {
+            model,
+            opts,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.model.cfg
+    }
+
+    /// Logits of the next token after `prompt` (one prefill), `[vocab]`; for quality checks.
+    pub fn next_token_logits(&self, prompt: &[u32]) -> Result<Tensor> {
+        let nv = self.model.n_virtual();
+        let cache = KvCache::new(&self.model.cfg, 1, prompt.len() + nv, &self.device)?;
+        let x = self.embed_prompt(prompt)?;
+        Ok(forward_step(&self.model, &cache, x, &[0], &[0])?.squeeze(0)?)
+    }
+
+    fn embed_prompt(&self, prompt: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(prompt, &self.device)?;
+        let e = self.model.embed.embedding(&ids)?;
+        let e = match &self.model.virtual_tokens {
+            Some(v) => Tensor::cat(&[v, &e], 0)?,
+            None => e,
+        };
+        Ok(e.unsqueeze(0)?)
+    }
+
+    /// Generates a continuation for every request, calling `on_finished` for each sequence as
+    /// soon as it is done (in completion order, not request order).
+    pub fn generate(
+        &self,
+        requests: Vec<GenRequest>,
+        params: &SamplingParams,
+        mut on_finished: impl FnMut(GenOutput) -> Result<()>,
+    ) -> Result<GenStats> {
+        params.validate()?;
+        let start = Instant::now();
+        let cfg = &self.model.cfg;
+        let nv = self.model.n_virtual();
+        let ctx = cfg.max_position_embeddings;
+        let mut stats = GenStats {
+            sequences: requests.len(),
+            ..Default::default()
+        };
+        for (i, r) in requests.iter().enumerate() {
+            if r.prompt_ids.is_empty() {
+                return Err(LmError::Other(format!("request {i}: empty prompt")));
+            }
+            if let Some(&bad) = r.prompt_ids.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                return Err(LmError::Other(format!(
+                    "request {i}: token id {bad} is outside the vocabulary ({})",
+                    cfg.vocab_size
+                )));
+            }
+            if r.prompt_ids.len() + nv >= ctx {
+                return Err(LmError::Other(format!(
+                    "request {i}: prompt of {} tokens{} does not fit the model's context of {ctx} tokens",
+                    r.prompt_ids.len(),
+                    if nv > 0 { format!(" (+{nv} virtual tokens)") } else { String::new() }
+                )));
+            }
+        }
+        if requests.is_empty() {
+            return Ok(stats);
+        }
+        let max_prompt = requests
+            .iter()
+            .map(|r| r.prompt_ids.len())
+            .max()
+            .unwrap_or(0);
+        let cap = (max_prompt + nv + params.max_new_tokens).min(ctx);
+        let nslots = self.opts.batch_size.min(requests.len());
+        let cache = KvCache::new(cfg, nslots, cap, &self.device)?;
+        let mut queue: VecDeque<(usize, GenRequest)> = requests.into_iter().enumerate().collect();
+        let mut slots: Vec<Option<Slot>> = (0..nslots).map(|_| None).collect();
+        let vocab = cfg.vocab_size;
+
+        loop {
+            // Refill free slots (prefill one prompt at a time; its first token is sampled here).
+            for si in 0..nslots {
+                while slots[si].is_none() {
+                    let Some((index, req)) = queue.pop_front() else {
+                        break;
+                    };
+                    stats.prompt_tokens += req.prompt_ids.len();
+                    let x = self.embed_prompt(&req.prompt_ids)?;
+                    let logits = forward_step(&self.model, &cache, x, &[si], &[0])?;
+                    let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+                    let mut slot = Slot {
+                        index,
+                        tokens: Vec::new(),
+                        len: req.prompt_ids.len() + nv,
+                        next: 0,
+                        rng: rand_chacha::ChaCha8Rng::seed_from_u64(req.seed),
+                        max_len: cap,
+                    };
+                    if push_token(&mut slot, &row[..vocab], params, &mut stats) {
+                        finish(slot, params, &mut on_finished)?;
+                    } else {
+                        slots[si] = Some(slot);
+                    }
+                }
+            }
+            if slots.iter().all(|s| s.is_none()) {
+                break;
+            }
+            // Decode one token in every slot. Free slots (only once the queue is empty) run a
+            // dummy token at position 0, which keeps the batch a contiguous view of the cache.
+            let last = (0..nslots).rev().find(|&s| slots[s].is_some()).unwrap_or(0);
+            let run: Vec<usize> = (0..=last).collect();
+            let next: Vec<u32> = run
+                .iter()
+                .map(|&s| slots[s].as_ref().map_or(0, |x| x.next))
+                .collect();
+            let starts: Vec<usize> = run
+                .iter()
+                .map(|&s| slots[s].as_ref().map_or(0, |x| x.len))
+                .collect();
+            let ids = Tensor::new(next.as_slice(), &self.device)?;
+            let x = self.model.embed.embedding(&ids)?.unsqueeze(1)?;
+            let logits = forward_step(&self.model, &cache, x, &run, &starts)?;
+            let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+            for (j, &s) in run.iter().enumerate() {
+                let Some(slot) = slots[s].as_mut() else {
+                    continue;
+                };
+                slot.len += 1;
+                if push_token(slot, &rows[j][..vocab], params, &mut stats) {
+                    let slot = slots[s].take().unwrap();
+                    finish(slot, params, &mut on_finished)?;
+                }
+            }
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+}
+
+/// Samples the next token into `slot`; true when the sequence is finished.
+fn push_token(slot: &mut Slot, logits: &[f32], p: &SamplingParams, stats: &mut GenStats) -> bool {
+    let t = sample_token(logits, p, &mut slot.rng);
+    stats.new_tokens += 1;
+    slot.tokens.push(t);
+    slot.next = t;
+    p.stop_tokens.contains(&t)
+        || slot.tokens.len() >= p.max_new_tokens
+        || slot.len + 1 >= slot.max_len
+}
+
+fn finish(
+    mut slot: Slot,
+    p: &SamplingParams,
+    on_finished: &mut impl FnMut(GenOutput) -> Result<()>,
+) -> Result<()> {
+    let stopped = slot
+        .tokens
+        .last()
+        .is_some_and(|t| p.stop_tokens.contains(t));
+    if stopped {
+        slot.tokens.pop();
+    }
+    on_finished(GenOutput {
+        index: slot.index,
+        tokens: slot.tokens,
+        stopped,
+    })
+}
+
+fn to_device(w: &LlamaWeights, dev: &Device) -> Result<LlamaWeights> {
+    let mv = |t: &Tensor| t.to_device(dev);
+    Ok(LlamaWeights {
+        config: w.config.clone(),
+        embed: mv(&w.embed)?,
+        layers: w
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(crate::LayerWeights {
+                    attn_norm: mv(&l.attn_norm)?,
+                    wq: mv(&l.wq)?,
+                    wk: mv(&l.wk)?,
+                    wv: mv(&l.wv)?,
+                    wo: mv(&l.wo)?,
+                    ffn_norm: mv(&l.ffn_norm)?,
+                    w_gate: mv(&l.w_gate)?,
+                    w_up: mv(&l.w_up)?,
+                    w_down: mv(&l.w_down)?,
+                })
+            })
+            .collect::<Result<_>>()?,
+        final_norm: mv(&w.final_norm)?,
+        lm_head: w.lm_head.as_ref().map(mv).transpose()?,
+    })
+}
