@@ -47,14 +47,15 @@ impl Default for PldOptions {
         PldOptions {
             value_discretization_interval: 1e-4,
             tail_mass_truncation: 1e-15,
-            max_fft_len: 1 << 22,
+            max_fft_len: 1 << 20,
         }
     }
 }
 
 /// Mass of the base noise distribution left out of a mechanism's discretization range
-/// (dp_accounting uses e^-50 ≈ 2e-22). It is not lost: it sits at `+∞` (δ(ε_top) is kept there).
-const BASE_TAIL_Z: f64 = 9.7; // P(N(0,1) > 9.7) ≈ 1.5e-22
+/// (dp_accounting uses e^-50 ≈ 2e-22; we use 4e-18, which after even 10⁶ compositions adds < 1e-11
+/// to δ). It is not lost: it sits at `+∞` (δ(ε_top) is kept there).
+const BASE_TAIL_Z: f64 = 8.6; // P(N(0,1) > 8.6) ≈ 4e-18
 
 /// A discrete privacy loss distribution on the grid `(lo + k)·Δ`, plus mass at `+∞`.
 #[derive(Clone, Debug)]
@@ -185,7 +186,7 @@ impl Base {
         }
     }
 
-    /// Range of the unsampled loss ℓ = ln(a(x)/b(x)) that carries all but ~1e-22 of the mass
+    /// Range of the unsampled loss ℓ = ln(a(x)/b(x)) that carries all but ~4e-18 of the mass
     /// (Gaussian) or all of it (Laplace): (ℓ_min, ℓ_max).
     fn loss_range(&self) -> (f64, f64) {
         match *self {
@@ -566,60 +567,117 @@ impl Builder {
         }
         let tail = self.opts.tail_mass_truncation;
         let kf = k as f64;
+        // Drop the far tails of the single-step PMF first (≤ tail/k per side: the lower tail moves
+        // up onto the lowest kept bin, the upper tail onto +∞; both pessimistic, ≤ tail in total).
+        let mut a = a.clone();
+        a.truncate(tail / kf);
+        let a = &a;
         let len = a.p.len();
-        // Chernoff bounds on the index of the k-fold sum (indices relative to a.lo, in 0..len).
-        // For speed the PMF is first coarsened into blocks of B bins, the block mass placed at the
-        // block's top index for the upper bound and at its bottom index for the lower bound: a
-        // stochastically larger (resp. smaller) variable, so both bounds stay valid.
-        const B: usize = 32;
-        let blocks: Vec<(f64, f64, f64)> =
-            a.p.chunks(B)
+        // Chernoff bounds on the index J of the k-fold sum (indices relative to a.lo, in 0..len):
+        // P(S ≥ U) ≤ e^{−λU} M(λ)^k and P(S ≤ L) ≤ e^{λL} M(−λ)^k for every λ > 0, with the exact
+        // MGF M of this PMF's finite part. Any λ gives a valid bound; we search λ on a log grid and
+        // refine by golden section.
+        let terms: Vec<(f64, f64)> =
+            a.p.iter()
+                .enumerate()
+                .filter(|(_, &p)| p > 0.0)
+                .map(|(j, &p)| (j as f64, p.ln()))
+                .collect();
+        // Blocks of 32 bins (mass at the block centre) approximate the MGF cheaply; they are used
+        // only to *choose* λ. The bound itself is then evaluated with the exact MGF.
+        let blocks: Vec<(f64, f64)> =
+            a.p.chunks(32)
                 .enumerate()
                 .filter_map(|(bi, c)| {
                     let m: f64 = c.iter().sum();
-                    (m > 0.0).then(|| (m.ln(), (bi * B) as f64, (bi * B + c.len() - 1) as f64))
+                    (m > 0.0).then(|| ((bi * 32) as f64 + (c.len() as f64 - 1.0) / 2.0, m.ln()))
                 })
                 .collect();
-        // ln E[e^{λ J}] with J at block tops (λ > 0) or bottoms (λ < 0), max-shifted.
-        let log_mgf = |lam: f64| -> f64 {
-            let pos =
-                |&(lp, bot, top): &(f64, f64, f64)| lp + lam * if lam > 0.0 { top } else { bot };
-            let m = blocks.iter().map(pos).fold(f64::NEG_INFINITY, f64::max);
-            m + blocks.iter().map(|b| (pos(b) - m).exp()).sum::<f64>().ln()
+        let log_mgf = |t: &[(f64, f64)], lam: f64| -> f64 {
+            let m = t
+                .iter()
+                .map(|&(j, lp)| lp + lam * j)
+                .fold(f64::NEG_INFINITY, f64::max);
+            m + t
+                .iter()
+                .map(|&(j, lp)| (lp + lam * j - m).exp())
+                .sum::<f64>()
+                .ln()
         };
         let log_tail = tail.ln();
         let max_sum = kf * (len - 1) as f64;
-        let mut upper = max_sum;
-        let mut lower = 0.0f64;
-        // λ in loss units from 1e-3 to 1e3, converted to index units.
-        for i in 0..=60 {
-            let lam_loss = 10f64.powf(-3.0 + 6.0 * i as f64 / 60.0);
-            let lam = lam_loss * self.dv;
-            // P(S ≥ U) ≤ e^{−λU} M(λ)^k ≤ tail  ⇔  U ≥ (k ln M(λ) − ln tail)/λ
-            let u = (kf * log_mgf(lam) - log_tail) / lam;
-            if u.is_finite() {
-                upper = upper.min(u);
+        // Bound as a function of x = ln(λ in loss units); `sign` +1 for the upper tail (U), −1 for
+        // the lower tail (gives −L).
+        let dv = self.dv;
+        let bound = |t: &[(f64, f64)], x: f64, sign: f64| -> f64 {
+            let lam = x.exp() * dv;
+            let v = (kf * log_mgf(t, sign * lam) - log_tail) / lam;
+            if v.is_finite() {
+                v
+            } else {
+                f64::INFINITY
             }
-            // P(S ≤ L) ≤ e^{λL} M(−λ)^k ≤ tail  ⇔  L ≤ (ln tail − k ln M(−λ))/λ
-            let l = (log_tail - kf * log_mgf(-lam)) / lam;
-            if l.is_finite() {
-                lower = lower.max(l);
+        };
+        let search = |sign: f64| -> f64 {
+            let (x0, x1, steps) = ((1e-3f64).ln(), (1e3f64).ln(), 24);
+            let h = (x1 - x0) / steps as f64;
+            let (mut best_x, mut best_v) = (x0, f64::INFINITY);
+            for i in 0..=steps {
+                let x = x0 + h * i as f64;
+                let v = bound(&blocks, x, sign);
+                if v < best_v {
+                    best_x = x;
+                    best_v = v;
+                }
             }
-        }
+            // Golden-section refinement around the best grid point, still on the blocks.
+            let (mut lo, mut hi) = (best_x - h, best_x + h);
+            let g = 0.618_033_988_749_895;
+            let mut c = hi - g * (hi - lo);
+            let mut d = lo + g * (hi - lo);
+            let (mut fc, mut fd) = (bound(&blocks, c, sign), bound(&blocks, d, sign));
+            for _ in 0..12 {
+                if fc < fd {
+                    hi = d;
+                    d = c;
+                    fd = fc;
+                    c = hi - g * (hi - lo);
+                    fc = bound(&blocks, c, sign);
+                } else {
+                    lo = c;
+                    c = d;
+                    fc = fd;
+                    d = lo + g * (hi - lo);
+                    fd = bound(&blocks, d, sign);
+                }
+            }
+            let x = if fc < fd { c } else { d };
+            // Exact bound at the chosen λ (valid for any λ > 0); fall back to the best grid point.
+            bound(&terms, x, sign).min(bound(&terms, best_x, sign))
+        };
+        let upper = search(1.0).min(max_sum);
+        // bound(−) = (k ln M(−λ) − ln tail)/λ = −L, so L = −bound.
+        let lower = (-search(-1.0)).max(0.0);
         let upper = upper.ceil().min(max_sum).max(0.0) as u64;
         let lower = lower.floor().max(0.0).min(upper as f64) as u64;
         let width = (upper - lower + 1) as usize;
         let n = self.fft_len(width.max(len))?;
         let mut f = to_complex(&a.p, n);
         self.planner.plan_fft_forward(n).process(&mut f);
+        // z^k by binary exponentiation (relative error ~ k·1e-16, like the polar form, but with
+        // multiplications only). |z| ≤ 1 so nothing overflows.
         for c in f.iter_mut() {
-            let r = c.norm();
-            if r == 0.0 {
-                continue;
+            let mut base = *c;
+            let mut acc = Complex64::new(1.0, 0.0);
+            let mut e = k;
+            while e > 0 {
+                if e & 1 == 1 {
+                    acc *= base;
+                }
+                base *= base;
+                e >>= 1;
             }
-            let th = c.arg() * kf;
-            let rk = (kf * r.ln()).exp();
-            *c = Complex64::new(rk * th.cos(), rk * th.sin());
+            *c = acc;
         }
         self.planner.plan_fft_inverse(n).process(&mut f);
         let scale = 1.0 / n as f64;
