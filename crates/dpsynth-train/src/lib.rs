@@ -28,3 +28,5 @@ pub use train::{train, NoProgress, Progress, StepInfo, TrainConfig, TrainSummary
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dp;

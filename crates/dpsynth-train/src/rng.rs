@@ -60,6 +60,10 @@ impl DpRng {
         (0..n).filter(|_| self.rng.random::<f64>() < q).collect()
     }
 
+    pub fn next_u64(&mut self) -> u64 {
+        self.rng.random()
+    }
+
     pub fn gaussian(&mut self, std: f64) -> f64 {
         let z: f64 = StandardNormal.sample(&mut self.rng);
         z * std

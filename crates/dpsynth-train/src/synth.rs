@@ -39,3 +39,284 @@ pub fn read_label_file(path: &Path, labels: &[String]) -> Result<Vec<f64>> {
     }
     Ok(w.into_iter().map(|x| x / s).collect())
 }
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use dpsynth_lm::{Adapter, GenRequest, Generator, GeneratorOptions, SamplingParams, WeightFormat};
+use serde::{Deserialize, Serialize};
+
+use crate::labels::{allocate, LabelDistribution};
+use crate::ledger::Ledger;
+use crate::train::{RunInfo, RunPaths};
+
+/// Settings of `dpsynth synthesize`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SynthConfig {
+    /// A run directory written by `dpsynth train`.
+    pub run: PathBuf,
+    /// Records to generate.
+    pub n: usize,
+    /// Output JSONL.
+    pub out: PathBuf,
+    /// Override the run's label distribution (`uniform`, `dp` or a JSON file).
+    pub label_distribution: Option<LabelDistribution>,
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub max_new_tokens: usize,
+    /// Keep only texts with at least / at most this many whitespace-separated words.
+    pub min_words: usize,
+    pub max_words: Option<usize>,
+    /// Sequences decoded together.
+    pub batch_size: usize,
+    /// Sampling seed (generation is post-processing: a seed has no privacy effect).
+    pub seed: Option<u64>,
+    /// Base model (default: the run's).
+    pub model: Option<PathBuf>,
+    /// Generator weight format (`q8_0` fast, `f32` exact).
+    pub weights: String,
+    /// Generation rounds to fill per-label quotas after filtering and de-duplication.
+    pub max_rounds: usize,
+}
+
+impl SynthConfig {
+    pub fn new(run: PathBuf, n: usize, out: PathBuf) -> Self {
+        Self {
+            run,
+            n,
+            out,
+            label_distribution: None,
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.95),
+            max_new_tokens: 96,
+            min_words: 1,
+            max_words: None,
+            batch_size: 8,
+            seed: None,
+            model: None,
+            weights: "q8_0".into(),
+            max_rounds: 4,
+        }
+    }
+}
+
+/// Progress of a synthesis run.
+pub trait SynthProgress {
+    fn start(&mut self, _total: usize) {}
+    fn written(&mut self, _done: usize, _tokens_per_second: f64) {}
+    fn message(&mut self, _msg: &str) {}
+    fn finish(&mut self) {}
+}
+
+/// No output.
+pub struct NoSynthProgress;
+impl SynthProgress for NoSynthProgress {}
+
+/// What a synthesis run reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SynthSummary {
+    pub out: PathBuf,
+    pub written: usize,
+    pub requested: usize,
+    pub per_label: Vec<(String, usize, usize)>,
+    pub duplicates_removed: usize,
+    pub filtered_by_length: usize,
+    pub generated_tokens: usize,
+    pub tokens_per_second: f64,
+    pub seconds: f64,
+}
+
+#[derive(Serialize)]
+struct OutRecord<'a> {
+    id: String,
+    text: &'a str,
+    label: &'a str,
+}
+
+/// Per-label proportions for a run, from `dist` (or the run's own setting).
+pub fn label_proportions(
+    info: &RunInfo,
+    ledger: &Ledger,
+    dist: &LabelDistribution,
+) -> Result<Vec<f64>> {
+    let k = info.labels.len();
+    match dist {
+        LabelDistribution::Uniform => Ok(vec![1.0 / k as f64; k]),
+        LabelDistribution::File(f) => read_label_file(f, &info.labels),
+        LabelDistribution::Dp => {
+            let h = ledger.label_histogram.as_ref().ok_or_else(|| {
+                TrainError::Config(
+                    "this run released no DP label histogram (it was trained with \
+                     --label-distribution uniform or a file); use --label-distribution uniform \
+                     or a file"
+                        .into(),
+                )
+            })?;
+            if h.labels != info.labels {
+                return Err(TrainError::Other(
+                    "ledger labels differ from run.json".into(),
+                ));
+            }
+            Ok(h.proportions.clone())
+        }
+    }
+}
+
+/// Generate a labeled synthetic dataset from a trained run (the library entry point of
+/// `dpsynth synthesize`).
+///
+/// # Privacy
+/// Post-processing of the DP adapter and the DP label histogram (Dwork & Roth 2014, Prop.
+/// 2.1): no additional cost. The run's ledger must exist (it is written before the adapter),
+/// and the base model and prompt template are public.
+pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result<SynthSummary> {
+    let t0 = Instant::now();
+    let paths = RunPaths {
+        dir: cfg.run.clone(),
+    };
+    if cfg.n == 0 {
+        return Err(TrainError::Config("--n must be at least 1".into()));
+    }
+    let info: RunInfo =
+        serde_json::from_str(&std::fs::read_to_string(paths.run_info()).map_err(|e| {
+            TrainError::file(
+                paths.run_info(),
+                format!("{e}; is this a `dpsynth train` run directory?"),
+            )
+        })?)?;
+    let ledger = Ledger::read(&paths.ledger())?;
+    let dist = cfg
+        .label_distribution
+        .clone()
+        .unwrap_or(info.label_distribution.clone());
+    let props = label_proportions(&info, &ledger, &dist)?;
+    let quotas = allocate(cfg.n, &props);
+    let device = Device::Cpu;
+    let model_path = cfg.model.clone().unwrap_or(info.model.clone());
+    progress.message("loading model");
+    let (weights, tok) = dpsynth_lm::load_model(&model_path, &device)?;
+    let adapter = Adapter::load(&paths.adapter(), &weights.config, &device)?;
+    let wf: WeightFormat = cfg.weights.parse()?;
+    let generator = Generator::new(
+        &weights,
+        Some(&adapter),
+        GeneratorOptions {
+            batch_size: cfg.batch_size.max(1),
+            weights: wf,
+        },
+        &device,
+    )?;
+    let eos = tok
+        .eos_id()
+        .ok_or_else(|| TrainError::Config("tokenizer has no EOS".into()))?;
+    let params = SamplingParams {
+        temperature: cfg.temperature,
+        top_k: cfg.top_k,
+        top_p: cfg.top_p,
+        max_new_tokens: cfg.max_new_tokens,
+        stop_tokens: vec![eos],
+    };
+    let prompts: Vec<Vec<u32>> = info
+        .labels
+        .iter()
+        .map(|l| crate::format::prefix_ids(&tok, &info.template, l))
+        .collect::<Result<_>>()?;
+    let f = std::fs::File::create(&cfg.out).map_err(|e| TrainError::file(&cfg.out, e))?;
+    let mut w = std::io::BufWriter::new(f);
+    let mut seed_rng = match cfg.seed {
+        Some(s) => {
+            crate::rng::DpRng::new(crate::rng::SeedPolicy::Seeded { seed: s }, "synthesis", 0)
+        }
+        None => crate::rng::DpRng::new(crate::rng::SeedPolicy::Os, "synthesis", 0),
+    };
+    let mut have = vec![0usize; quotas.len()];
+    let mut seen: HashSet<String> = HashSet::new();
+    let (mut dups, mut filtered, mut written, mut tokens) = (0usize, 0usize, 0usize, 0usize);
+    let mut gen_secs = 0f64;
+    progress.start(cfg.n);
+    for round in 0..cfg.max_rounds.max(1) {
+        let mut reqs = Vec::new();
+        let mut req_label = Vec::new();
+        for (li, (&q, &h)) in quotas.iter().zip(&have).enumerate() {
+            let missing = q.saturating_sub(h);
+            // Later rounds over-generate a little to absorb duplicates and filtered texts.
+            let k = if round == 0 {
+                missing
+            } else {
+                missing + missing.div_ceil(4)
+            };
+            for _ in 0..k {
+                reqs.push(GenRequest {
+                    prompt_ids: prompts[li].clone(),
+                    seed: seed_rng.next_u64(),
+                });
+                req_label.push(li);
+            }
+        }
+        if reqs.is_empty() {
+            break;
+        }
+        let stats = generator.generate(reqs, &params, |o| {
+            let li = req_label[o.index];
+            if have[li] >= quotas[li] {
+                return Ok(());
+            }
+            let text = tok.decode(&o.tokens)?.trim().to_string();
+            let words = text.split_whitespace().count();
+            if text.is_empty() || words < cfg.min_words || cfg.max_words.is_some_and(|m| words > m)
+            {
+                filtered += 1;
+                return Ok(());
+            }
+            if !seen.insert(format!("{li}\u{0}{text}")) {
+                dups += 1;
+                return Ok(());
+            }
+            let rec = OutRecord {
+                id: format!("syn-{written}"),
+                text: &text,
+                label: &info.labels[li],
+            };
+            serde_json::to_writer(&mut w, &rec)
+                .map_err(|e| dpsynth_lm::LmError::Other(e.to_string()))?;
+            w.write_all(b"\n")?;
+            w.flush()?;
+            have[li] += 1;
+            written += 1;
+            progress.written(written, 0.0);
+            Ok(())
+        })?;
+        tokens += stats.new_tokens;
+        gen_secs += stats.seconds;
+        progress.written(written, tokens as f64 / gen_secs.max(1e-9));
+    }
+    w.flush()?;
+    progress.finish();
+    if written < cfg.n {
+        progress.message(&format!(
+            "wrote {written} of {} records: duplicates or the length filter removed the rest",
+            cfg.n
+        ));
+    }
+    Ok(SynthSummary {
+        out: cfg.out.clone(),
+        written,
+        requested: cfg.n,
+        per_label: info
+            .labels
+            .iter()
+            .zip(quotas.iter().zip(&have))
+            .map(|(l, (&q, &h))| (l.clone(), q, h))
+            .collect(),
+        duplicates_removed: dups,
+        filtered_by_length: filtered,
+        generated_tokens: tokens,
+        tokens_per_second: tokens as f64 / gen_secs.max(1e-9),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}

@@ -186,7 +186,7 @@ pub struct StepInfo {
     pub batch: usize,
     /// Mean training loss over the batch's examples (NaN for an empty batch).
     pub loss: f64,
-    /// ε spent so far (PLD), if known.
+    /// ε spent so far (RDP upper bound; the ledger holds the PLD value), if known.
     pub epsilon: Option<f64>,
     pub lr: f64,
     pub seconds: f64,
@@ -198,6 +198,11 @@ pub trait Progress {
     fn step(&mut self, _info: &StepInfo) {}
     fn message(&mut self, _msg: &str) {}
     fn finish(&mut self) {}
+    /// Polled after every step: `true` stops the run cleanly (ledger, checkpoint and
+    /// adapter are written; `--resume` continues it).
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
 
 /// No progress output.
@@ -412,7 +417,17 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
                     )
                 })?;
                 let share = t * cfg.label_budget_share;
-                bisect_sigma(|s| epsilon_or_inf(&DpEvent::gaussian(s), delta) <= share)?
+                bisect_sigma(
+                    |s| epsilon_or_inf(&DpEvent::gaussian(s), delta) <= share,
+                    |s| rdp_or_inf(&DpEvent::gaussian(s), delta) <= share,
+                )
+                .map_err(|_| {
+                    TrainError::Budget(format!(
+                        "ε = {t} is too small: the DP label histogram's share ({share:.2e}) \
+                         needs σ > 100; use a larger ε, a larger --label-budget-share or \
+                         --label-distribution uniform (no budget spent)"
+                    ))
+                })?
             }
         })
     } else {
@@ -422,7 +437,8 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
         (Some(s), _) => s,
         (None, Some(t)) => {
             let ok = |s: f64| epsilon_or_inf(&full_event(label_sigma, q, s, steps), delta) <= t;
-            match bisect_sigma(ok) {
+            let ok_rdp = |s: f64| rdp_or_inf(&full_event(label_sigma, q, s, steps), delta) <= t;
+            match bisect_sigma(ok, ok_rdp) {
                 Ok(s) => s,
                 Err(_) => {
                     let e = epsilon_or_inf(&full_event(label_sigma, q, 100.0, steps), delta);
@@ -454,7 +470,7 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
             if lo == 0 {
                 let one = epsilon_or_inf(&full_event(label_sigma, q, sigma, 1), delta);
                 return Err(TrainError::Budget(format!(
-                    "ε = {t} is too small: with σ = {sigma} at q = {q:.4} a single step already                      spends ε = {one:.3} and {steps} steps would spend ε = {planned:.3}; raise                      ε or σ (no budget spent)"
+                    "ε = {t} is too small: with σ = {sigma} at q = {q:.4} a single step already spends ε = {one:.3} and {steps} steps would spend ε = {planned:.3}; raise ε or σ (no budget spent)"
                 )));
             }
             budget_steps = lo;
@@ -475,16 +491,32 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
     })
 }
 
-/// Smallest σ in [0.05, 100] with `ok(σ)` (monotone), upper end kept, relative precision 1e-4.
-fn bisect_sigma(ok: impl Fn(f64) -> bool) -> Result<f64> {
+/// Smallest σ in [0.05, 100] with `ok(σ)` (monotone in σ), upper end kept, relative
+/// precision 2e-4. `ok_rdp` is a cheaper, more conservative test (RDP ε ≥ PLD ε) used to
+/// bracket the search.
+fn bisect_sigma(ok: impl Fn(f64) -> bool, ok_rdp: impl Fn(f64) -> bool) -> Result<f64> {
     let (mut lo, mut hi) = (0.05f64, 100.0f64);
+    // Bracket with RDP: the RDP-feasible σ is PLD-feasible too (RDP is the looser bound).
+    if ok_rdp(hi) {
+        let (mut a, mut b) = (lo, hi);
+        while b / a > 1.01 {
+            let mid = (a * b).sqrt();
+            if ok_rdp(mid) {
+                b = mid;
+            } else {
+                a = mid;
+            }
+        }
+        hi = b;
+        lo = (b / 4.0).max(lo);
+    }
     if !ok(hi) {
         return Err(TrainError::Budget("no σ ≤ 100 reaches the target".into()));
     }
     if ok(lo) {
         return Ok(lo);
     }
-    while hi / lo > 1.0 + 1e-4 {
+    while hi / lo > 1.0 + 2e-4 {
         let mid = (lo * hi).sqrt();
         if ok(mid) {
             hi = mid;
@@ -493,6 +525,12 @@ fn bisect_sigma(ok: impl Fn(f64) -> bool) -> Result<f64> {
         }
     }
     Ok(hi)
+}
+
+fn rdp_or_inf(ev: &DpEvent, delta: f64) -> f64 {
+    dpsynth_privacy::epsilon_rdp(ev, delta)
+        .map(|r| r.epsilon)
+        .unwrap_or(f64::INFINITY)
 }
 
 /// Train: the library entry point (`dpsynth train` and `dpsynth run` call this).
@@ -649,7 +687,7 @@ pub fn train_prepared(
     let mut eps_now = ledger.epsilon_pld;
     let mut stopped = None;
     let mut step = start_step;
-    let eps_every = (plan.steps / 50).max(1);
+    let eps_every = 1;
     while step < plan.steps {
         // Budget guard: never start a step that would exceed the target.
         if step >= plan.budget_steps {
@@ -686,7 +724,8 @@ pub fn train_prepared(
             s.steps_spent = step;
         }
         if !cfg.no_dp && (step % eps_every == 0 || step == plan.steps) {
-            eps_now = Some(epsilon_or_inf(
+            // Progress display only: RDP is cheap and an upper bound on the PLD ε.
+            eps_now = Some(rdp_or_inf(
                 &full_event(plan.label_sigma, plan.q, plan.sigma.unwrap(), step),
                 plan.delta,
             ));
@@ -706,6 +745,12 @@ pub fn train_prepared(
         };
         progress.step(&row);
         loss_rows.push(row);
+        if step < plan.steps && progress.should_stop() {
+            stopped = Some(format!(
+                "interrupted after {step} steps; continue with --resume"
+            ));
+            break;
+        }
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < plan.steps {
             ledger.refresh()?;
             ledger.write(&paths.ledger())?;
@@ -724,12 +769,7 @@ pub fn train_prepared(
     // Final: ledger first, then the adapter, the checkpoint and the loss log.
     ledger.refresh()?;
     ledger.write(&paths.ledger())?;
-    crate::adapter_io::save_params(
-        &paths.adapter(),
-        &cfg.method,
-        &params,
-        &cfg.model.display().to_string(),
-    )?;
+    crate::adapter_io::save_params(&paths.adapter(), &cfg.method, &params, weights)?;
     Checkpoint {
         step,
         config: cfg.identity(),
