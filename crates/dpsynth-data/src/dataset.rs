@@ -440,10 +440,10 @@ impl Builder {
                 counts[self.ds.label[i] as usize] += 1;
             }
         }
-        for i in 0..n {
+        for (i, k) in keep.iter_mut().enumerate() {
             let l = self.ds.label[i] as usize;
-            if keep[i] && counts[l] < min_per_label {
-                keep[i] = false;
+            if *k && counts[l] < min_per_label {
+                *k = false;
                 let loc = self.ds.location(i).with_column(self.cols.label.clone());
                 let detail = format!(
                     "label `{}` has only {} example(s); at least {} are needed for a stratified train/test split",

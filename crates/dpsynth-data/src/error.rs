@@ -65,11 +65,10 @@ impl fmt::Display for Location {
 /// Errors reading, validating, splitting or writing a dataset.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// (`err` is shown in the message, so it is deliberately not a `#[source]`: error chains
+    /// printed with `{:#}` would repeat it.)
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
     /// A required column is not in the file's header / schema.
     #[error("{path}: column `{column}` not found (use --{flag} to choose another); columns in the file: {available}")]
     MissingColumn {
@@ -124,7 +123,7 @@ impl DataError {
     pub(crate) fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.to_string(),
-            source,
+            err: source,
         }
     }
 }

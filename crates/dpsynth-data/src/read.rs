@@ -602,7 +602,7 @@ fn read_parquet(path: &Path, opts: &ReadOptions) -> Result<Loaded, DataError> {
             id,
             user,
         })?;
-        if row % 4096 == 0 {
+        if row.is_multiple_of(4096) {
             pb.set_position(row);
         }
     }

@@ -16,11 +16,9 @@ pub struct Record {
 /// Errors reading or writing normalized JSONL.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// (`err` is in the message, so it is not a `#[source]`: `{:#}` chains would repeat it.)
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
     #[error("{path}:{line}: not a valid record ({msg}); expected {{\"id\", \"text\", \"label\"[, \"user\"]}}")]
     Parse {
         path: String,
@@ -32,15 +30,15 @@ pub enum RecordError {
 /// Read a normalized JSONL file (as written by `dpsynth data prepare`). Blank lines are skipped.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Record>, RecordError> {
     let p = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|source| RecordError::Io {
+    let f = std::fs::File::open(path).map_err(|err| RecordError::Io {
         path: p.clone(),
-        source,
+        err,
     })?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|source| RecordError::Io {
+        let line = line.map_err(|err| RecordError::Io {
             path: p.clone(),
-            source,
+            err,
         })?;
         if line.trim().is_empty() {
             continue;
@@ -61,9 +59,9 @@ pub fn write_jsonl<'a>(
     records: impl IntoIterator<Item = &'a Record>,
 ) -> Result<(), RecordError> {
     let p = path.display().to_string();
-    let io = |source| RecordError::Io {
+    let io = |err| RecordError::Io {
         path: p.clone(),
-        source,
+        err,
     };
     let f = std::fs::File::create(path).map_err(io)?;
     let mut w = BufWriter::new(f);
