@@ -6,6 +6,7 @@
 //! Entry points: [`prepare`] (what `dpsynth data prepare` runs), [`load_recipe`], [`read_file`],
 //! [`inspect()`], [`format_prefix`]. Validation policy: see [`validate`].
 
+pub mod bench;
 pub mod dataset;
 pub mod email;
 pub mod error;

@@ -304,7 +304,7 @@ fn bbc_news(
             }
         };
         let text = text.replace("\r\n", "\n");
-        b.cur_path = Some(format!("{} (recipe row {})", f.display(), row + 1));
+        b.cur_path = Some(f.display().to_string());
         let id = format!("{topic}/{stem}");
         b.push(RawRow {
             pos: row as u64 + 1,
@@ -365,7 +365,7 @@ fn spamassassin(
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let pos = row as u64 + 1;
-        b.cur_path = Some(format!("{fp} (recipe row {pos})"));
+        b.cur_path = Some(fp.clone());
         match serde_json::from_slice::<Msg>(&bytes) {
             Ok(m) => {
                 let text = crate::email::email_to_text(m.text.as_bytes());

@@ -441,3 +441,45 @@ fn parquet_missing_column_and_corrupt_file() {
         "{e}"
     );
 }
+
+#[test]
+fn csv_with_bom_and_crlf() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "bom.csv",
+        b"\xef\xbb\xbftext,label\r\nhello,a\r\nworld,a\r\n",
+    );
+    let r = read_file(&p, &opts()).unwrap();
+    let recs = r.loaded.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        (recs[1].text.as_str(), recs[1].label.as_str()),
+        ("world", "a")
+    );
+}
+
+#[test]
+fn inspect_plugs_in_a_token_counter() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(
+        d.path(),
+        "i.csv",
+        b"text,label\none,a\ntwo words,a\nthree little words,b\nsolo,c\n",
+    );
+    let count = |t: &str| -> Result<usize, String> { Ok(t.split_whitespace().count()) };
+    let r = dpsynth_data::inspect(
+        p.to_str().unwrap(),
+        &dpsynth_data::InspectOptions::default(),
+        Some(("whitespace", &count)),
+    )
+    .unwrap();
+    assert_eq!(r.records, 4);
+    // inspect keeps single-example labels so the histogram is complete.
+    assert_eq!(r.labels.get("c"), Some(&1));
+    let c = r.chars.unwrap();
+    assert_eq!((c.min, c.max), (3, 18));
+    let t = r.tokens.unwrap();
+    assert_eq!((t.min, t.p50, t.max), (1, 1, 3));
+    assert_eq!(r.tokenizer.as_deref(), Some("whitespace"));
+}
