@@ -76,7 +76,6 @@ pub const KEYS: &[KeySpec] = &[
     key!("privacy.delta", "delta", Float, "δ of the (ε, δ) guarantee; keep it well below 1/n"),
     key!("privacy.label_histogram_epsilon", "label-histogram-epsilon", Float, "Part of ε spent on the DP label histogram (0 = skip, use uniform labels)"),
     key!("privacy.max_grad_norm", "max-grad-norm", Float, "Per-example gradient clipping norm C"),
-    key!("privacy.accountant", "accountant", Str, "Accountant for DP-SGD: pld (tight) or rdp"),
     key!("model.path", "model", Path, "Generator model (GGUF or safetensors folder) [default: <assets>/smollm2/…gguf]"),
     key!("model.embedding", "embedding-model", Path, "Sentence-embedding model folder for evaluation [default: <assets>/minilm]"),
     key!("train.method", "method", Str, "Fine-tuning method: lora, prompt or full"),
@@ -97,7 +96,6 @@ pub const KEYS: &[KeySpec] = &[
     key!("eval.ceiling", "ceiling", Bool, "Also train the non-private real-data classifier (the ceiling)"),
     key!("eval.mauve", "mauve", Bool, "Compute MAUVE between synthetic and real test texts"),
     key!("eval.memorization", "memorization", Bool, "Check synthetic records for copies of training records (aggregate numbers only)"),
-    key!("eval.max_real_train", "eval-max-real-train", Int, "Real training records for the ceiling and baseline classifiers (0 = all)"),
 ];
 
 /// Look a key up by its dotted name.
@@ -163,7 +161,6 @@ pub struct PrivacySection {
     pub delta: f64,
     pub label_histogram_epsilon: f64,
     pub max_grad_norm: f64,
-    pub accountant: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,7 +203,6 @@ pub struct EvalSection {
     pub ceiling: bool,
     pub mauve: bool,
     pub memorization: bool,
-    pub max_real_train: u64,
 }
 
 /// Errors found while reading, merging or checking a configuration. Each names the key or path.
@@ -306,7 +302,6 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             delta: defaults::DELTA,
             label_histogram_epsilon: defaults::LABEL_HISTOGRAM_EPSILON,
             max_grad_norm: defaults::MAX_GRAD_NORM,
-            accountant: "pld".into(),
         },
         model: ModelSection {
             path: None,
@@ -335,7 +330,6 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             ceiling: true,
             mauve: true,
             memorization: true,
-            max_real_train: n.eval_max_real_train,
         },
     }
 }
@@ -717,12 +711,6 @@ impl RunConfig {
                 format!("must be > 0, got {}", p.max_grad_norm),
             ));
         }
-        if !["pld", "rdp"].contains(&p.accountant.as_str()) {
-            return Err(invalid(
-                "privacy.accountant",
-                format!("unknown accountant \"{}\"; use pld or rdp", p.accountant),
-            ));
-        }
         if !METHODS.contains(&self.train.method.as_str()) {
             return Err(invalid(
                 "train.method",
@@ -1060,7 +1048,6 @@ mod tests {
             ("data.recipe", "imdb"),
             ("eval.classifiers", "embedding,svm"),
             ("run.preset", "huge"),
-            ("privacy.accountant", "moments"),
         ] {
             let e = resolve(None, &[with_assets(&a), Override::new(k, v)]).unwrap_err();
             assert_eq!(e.key(), Some(k), "{e}");

@@ -15,7 +15,6 @@
 //! | `train.learning_rate`            | 2e-3   | 1e-3   | LoRA learning rate (Adam) |
 //! | `synth.count` (synthetic records)| 200    | 5000   | records sampled from the DP model |
 //! | `synth.max_new_tokens`           | 48     | 96     | tokens generated per record |
-//! | `eval.max_real_train`            | 1024   | 0 (all)| real records for the non-private ceiling and DP-SGD baseline |
 //!
 //! Privacy defaults (both presets): total ε = 3, δ = 1e-5, of which ε = 0.1 is spent on the DP
 //! label histogram (discrete Laplace) and the rest on DP-SGD, clipping norm C = 1.0.
@@ -66,7 +65,6 @@ pub struct PresetNumbers {
     pub learning_rate: f64,
     pub synth_count: u64,
     pub max_new_tokens: u64,
-    pub eval_max_real_train: u64,
 }
 
 pub const QUICK: PresetNumbers = PresetNumbers {
@@ -78,7 +76,6 @@ pub const QUICK: PresetNumbers = PresetNumbers {
     learning_rate: 2e-3,
     synth_count: 200,
     max_new_tokens: 48,
-    eval_max_real_train: 1024,
 };
 
 pub const FULL: PresetNumbers = PresetNumbers {
@@ -90,7 +87,6 @@ pub const FULL: PresetNumbers = PresetNumbers {
     learning_rate: 1e-3,
     synth_count: 5000,
     max_new_tokens: 96,
-    eval_max_real_train: 0,
 };
 
 /// Total ε of a run (label histogram + DP fine-tuning), both presets.

@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::stage::{write_atomic, StageError};
 
+/// A fresh seed from the OS CSPRNG (for data splits and other non-secret randomness when the
+/// user gave no seed; recorded so the split can be reproduced).
+pub fn os_seed() -> u64 {
+    rand_chacha::ChaCha20Rng::from_os_rng().random()
+}
+
 /// One label's noisy count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelCount {

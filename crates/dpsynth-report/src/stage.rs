@@ -86,7 +86,38 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), 
     Ok(())
 }
 
+/// File hashes already computed in this process, keyed by (path, length, modification time):
+/// a stage's inputs are hashed when deciding and again when starting, and the model files are
+/// inputs of several stages.
+type HashCache = std::collections::HashMap<(PathBuf, u64, Option<SystemTime>), String>;
+static HASH_CACHE: std::sync::Mutex<Option<HashCache>> = std::sync::Mutex::new(None);
+
 fn hash_file(path: &Path) -> Result<String, StageError> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    if let Some(h) = HASH_CACHE
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().and_then(|c| c.get(&key).cloned()))
+    {
+        return Ok(h);
+    }
+    let h = hash_file_uncached(path)?;
+    // Like git's "racy clean" rule: a file modified in the last seconds may change again within
+    // the same timestamp tick without changing length, so it is not cached.
+    let settled = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age.as_secs() >= 3);
+    if let (true, Ok(mut c)) = (settled, HASH_CACHE.lock()) {
+        c.get_or_insert_with(Default::default)
+            .insert(key, h.clone());
+    }
+    Ok(h)
+}
+
+fn hash_file_uncached(path: &Path) -> Result<String, StageError> {
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];

@@ -48,7 +48,10 @@ fn complete_run_states_the_guarantee_and_shows_every_section() {
         assert!(text.contains("0.7012"), "baseline accuracy");
         assert!(text.contains("0.8123"), "ceiling accuracy");
         assert!(text.contains("MAUVE = 0.8731"));
-        assert!(text.contains("max_ngram_overlap") || text.contains("max\\_ngram\\_overlap"));
+        assert!(
+            text.contains("records_with_long_shared_ngram")
+                || text.contains("records\\_with\\_long\\_shared\\_ngram")
+        );
         assert!(
             !text.contains("Not run:"),
             "a complete run has no 'not run' note"
@@ -242,4 +245,28 @@ fn sweep_without_manifest_says_not_run() {
     let doc = sweep::sweep_doc(d.path());
     let html = dpsynth_report::report::to_html(&doc);
     assert!(html.contains("Not run"));
+}
+
+#[test]
+fn loosely_shaped_metrics_are_understood_too() {
+    let m = serde_json::json!({
+        "synthetic": {"bert": {"accuracy": 0.7, "f1": 0.69}, "cnn": {"acc": 0.6}},
+        "dp_sgd_baseline": {"embedding": {"accuracy": 0.65}},
+        "ceiling": [{"classifier": "cnn", "accuracy": 0.8}],
+        "mauve": 0.9
+    });
+    let s = dpsynth_report::report::view::extract_scores(&m);
+    let get = |set: Setting, c: &str| {
+        s.iter()
+            .find(|x| x.setting == set && x.classifier == c)
+            .map(|x| x.accuracy)
+    };
+    assert_eq!(get(Setting::Synthetic, "embedding"), Some(0.7));
+    assert_eq!(get(Setting::Synthetic, "cnn"), Some(0.6));
+    assert_eq!(get(Setting::Baseline, "embedding"), Some(0.65));
+    assert_eq!(get(Setting::Ceiling, "cnn"), Some(0.8));
+    assert_eq!(
+        dpsynth_report::report::view::find_named_number(&m, "mauve"),
+        Some(0.9)
+    );
 }

@@ -126,15 +126,26 @@ pub fn privacy_section(doc: &mut Doc, v: &RunView) {
     }
     if let Some(tl) = &v.train_ledger {
         let mut rows: Vec<Vec<String>> = Vec::new();
+        fn scalar(x: &serde_json::Value) -> Option<String> {
+            match x {
+                serde_json::Value::Number(n) => Some(fmt_num(n.as_f64().unwrap_or(f64::NAN))),
+                serde_json::Value::String(s) if s.len() < 100 => Some(s.clone()),
+                serde_json::Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            }
+        }
         if let Some(m) = tl.as_object() {
             for (k, x) in m {
-                let s = match x {
-                    serde_json::Value::Number(n) => fmt_num(n.as_f64().unwrap_or(f64::NAN)),
-                    serde_json::Value::String(s) if s.len() < 80 => s.clone(),
-                    serde_json::Value::Bool(b) => b.to_string(),
-                    _ => continue,
-                };
-                rows.push(vec![k.clone(), s]);
+                if let Some(s) = scalar(x) {
+                    rows.push(vec![k.clone(), s]);
+                } else if let (Some(o), false) = (x.as_object(), k.contains("histogram")) {
+                    // One level of nesting (dp_sgd.noise_multiplier, seed_policy.policy).
+                    for (k2, y) in o {
+                        if let Some(s) = scalar(y) {
+                            rows.push(vec![format!("{k}.{k2}"), s]);
+                        }
+                    }
+                }
             }
         }
         if !rows.is_empty() {
@@ -419,6 +430,7 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
     doc.h2("Stages");
     let rows = STAGES
         .iter()
+        .filter(|s| **s != "report")
         .map(|s| {
             let r = v.stages.get(*s);
             vec![

@@ -140,48 +140,74 @@ pub fn parse_loss_csv(text: &str) -> Option<Vec<(f64, f64)>> {
 /// (or `acc`) is one score; the keys on its path and its own short string fields say which
 /// setting and classifier it is.
 pub fn extract_scores(metrics: &Value) -> Vec<Score> {
-    fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<Score>) {
+    /// Short string fields of an object and of its direct child objects (`training.kind=…`):
+    /// how a row says what it is.
+    fn tags(m: &serde_json::Map<String, Value>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, x) in m {
+            match x {
+                Value::String(s) if s.len() <= 60 => out.push(format!("{k}={s}")),
+                Value::Object(o) => {
+                    for (k2, y) in o {
+                        if let Value::String(s) = y {
+                            if s.len() <= 60 {
+                                out.push(format!("{k}.{k2}={s}"));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+    fn setting_of(d: &str) -> Option<Setting> {
+        let has = |w: &str| d.contains(w);
+        if has("baseline") || has("dp_sgd") || has("dpsgd") || has("dp-sgd") {
+            Some(Setting::Baseline)
+        } else if has("synth") {
+            Some(Setting::Synthetic)
+        } else if has("ceiling") || has("real") || has("non_private") || has("nonprivate") {
+            Some(Setting::Ceiling)
+        } else {
+            None
+        }
+    }
+    fn classifier_of(d: &str) -> Option<&'static str> {
+        let has = |w: &str| d.contains(w);
+        if has("cnn") {
+            Some("cnn")
+        } else if has("embed") || has("bert") || has("logreg") || has("minilm") {
+            Some("embedding")
+        } else {
+            None
+        }
+    }
+    /// `ctx`: one entry per level (key on the path and the level's tags), innermost last; the
+    /// innermost level that says something wins (a file-level `"synthetic": "x.jsonl"` must not
+    /// label every row).
+    fn walk(v: &Value, ctx: &mut Vec<String>, out: &mut Vec<Score>) {
         match v {
             Value::Object(m) => {
+                let level = tags(m).join(" ").to_ascii_lowercase();
+                let key = ctx.pop().unwrap_or_default();
+                ctx.push(format!("{key} {level}"));
                 let acc = m
                     .get("accuracy")
                     .or_else(|| m.get("acc"))
                     .and_then(Value::as_f64);
                 if let Some(accuracy) = acc {
-                    let mut desc: Vec<String> = path.clone();
-                    for (k, x) in m {
-                        if let Some(s) = x.as_str() {
-                            if s.len() <= 60 {
-                                desc.push(format!("{k}={s}"));
-                            }
-                        }
-                    }
-                    let d = desc.join(" ").to_ascii_lowercase();
-                    let has = |w: &str| d.contains(w);
-                    let setting =
-                        if has("baseline") || has("dp_sgd") || has("dpsgd") || has("dp-sgd") {
-                            Setting::Baseline
-                        } else if has("synth") {
-                            Setting::Synthetic
-                        } else if has("ceiling")
-                            || has("real")
-                            || has("non_private")
-                            || has("nonprivate")
-                        {
-                            Setting::Ceiling
-                        } else {
-                            Setting::Other(desc.join(" "))
-                        };
-                    let classifier = if has("cnn") {
-                        "cnn".to_string()
-                    } else if has("embed") || has("bert") || has("logreg") || has("minilm") {
-                        "embedding".to_string()
-                    } else {
-                        m.get("classifier")
-                            .and_then(Value::as_str)
-                            .unwrap_or("classifier")
-                            .to_string()
-                    };
+                    let setting = ctx
+                        .iter()
+                        .rev()
+                        .find_map(|d| setting_of(d))
+                        .unwrap_or_else(|| Setting::Other(ctx.join(" ").trim().to_string()));
+                    let classifier = ctx
+                        .iter()
+                        .rev()
+                        .find_map(|d| classifier_of(d))
+                        .unwrap_or("classifier")
+                        .to_string();
                     let macro_f1 = ["macro_f1", "f1_macro", "macro-f1", "f1"]
                         .iter()
                         .find_map(|k| m.get(*k).and_then(Value::as_f64));
@@ -191,19 +217,23 @@ pub fn extract_scores(metrics: &Value) -> Vec<Score> {
                         accuracy,
                         macro_f1,
                     });
-                    return;
+                } else {
+                    for (k, x) in m {
+                        if x.is_object() || x.is_array() {
+                            ctx.push(k.to_ascii_lowercase());
+                            walk(x, ctx, out);
+                            ctx.pop();
+                        }
+                    }
                 }
-                for (k, x) in m {
-                    path.push(k.clone());
-                    walk(x, path, out);
-                    path.pop();
-                }
+                ctx.pop();
+                ctx.push(key);
             }
             Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
-                    path.push(i.to_string());
-                    walk(x, path, out);
-                    path.pop();
+                for x in a {
+                    ctx.push(String::new());
+                    walk(x, ctx, out);
+                    ctx.pop();
                 }
             }
             _ => {}
@@ -426,7 +456,13 @@ impl RunView {
     /// The ε actually spent by training according to the training crate's ledger.
     pub fn train_ledger_epsilon(&self) -> Option<f64> {
         let l = self.train_ledger.as_ref()?;
-        for k in ["epsilon", "eps", "epsilon_spent", "spent_epsilon"] {
+        for k in [
+            "epsilon_pld",
+            "epsilon",
+            "eps",
+            "epsilon_spent",
+            "spent_epsilon",
+        ] {
             if let Some(x) = l.get(k).and_then(Value::as_f64) {
                 return Some(x);
             }
