@@ -58,7 +58,7 @@ fn check_counts(m: u64, r: u64, v: u64) -> Result<(), PrivacyError> {
 /// that the run is (ε, δ)-DP (Steinke, Nasr & Jagielski 2023, Thm. 5.2). Capped at 1.
 pub fn p_value(m: u64, r: u64, v: u64, epsilon: f64, delta: f64) -> Result<f64, PrivacyError> {
     check_counts(m, r, v)?;
-    if !(epsilon >= 0.0) || epsilon.is_infinite() {
+    if epsilon.is_nan() || epsilon < 0.0 || epsilon.is_infinite() {
         return Err(PrivacyError::invalid(
             "epsilon",
             epsilon,
