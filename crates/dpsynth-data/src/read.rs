@@ -417,7 +417,13 @@ fn read_jsonl_rows<R: Read>(
         let v: serde_json::Value = match serde_json::from_str(s) {
             Ok(v) => v,
             Err(e) => {
-                b.malformed(line, format!("not valid JSON: {e}"))?;
+                // serde_json says "at line 1 column N" (line of the snippet): keep the column only.
+                let msg = e.to_string();
+                let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |x| x.0);
+                b.malformed(
+                    line,
+                    format!("not valid JSON: {msg} (at column {})", e.column()),
+                )?;
                 continue;
             }
         };
