@@ -18,6 +18,9 @@ pub struct BenchRow {
     pub new_tokens: usize,
     pub seconds: f64,
     pub tokens_per_second: f64,
+    /// CPU time (user + system) of the whole process during the run, seconds. With a shared
+    /// CPU, `new_tokens / cpu_seconds` is a load-independent measure of work per token.
+    pub cpu_seconds: Option<f64>,
     /// Peak resident memory of the process so far (`VmHWM`), bytes.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -28,6 +31,18 @@ pub fn proc_status_bytes(field: &str) -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat`. Linux only.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)).
+    Some((ut + st) / 100.0)
 }
 
 /// Prompts of different lengths (so batches mix prompt lengths, as in synthesis).
@@ -55,7 +70,7 @@ impl Default for BenchOptions {
             batch_sizes: vec![1, 8, 32],
             new_tokens: 64,
             rounds: 1,
-            weights: vec![WeightFormat::Q8_0],
+            weights: vec![WeightFormat::F32, WeightFormat::Q8_0],
         }
     }
 }
@@ -105,6 +120,7 @@ pub fn generation_bench(model_path: &Path, opts: &BenchOptions) -> Result<Vec<Be
             g.generate(reqs(bs, 0), &warm, |_| Ok(()))?;
             let n = opts.rounds.max(1) * bs;
             let t0 = Instant::now();
+            let c0 = process_cpu_seconds();
             let stats = g.generate(reqs(n, 1_000), &params, |_| Ok(()))?;
             let secs = t0.elapsed().as_secs_f64();
             rows.push(BenchRow {
@@ -114,6 +130,7 @@ pub fn generation_bench(model_path: &Path, opts: &BenchOptions) -> Result<Vec<Be
                 new_tokens: stats.new_tokens,
                 seconds: secs,
                 tokens_per_second: stats.new_tokens as f64 / secs,
+                cpu_seconds: c0.zip(process_cpu_seconds()).map(|(a, b)| b - a),
                 peak_rss_bytes: proc_status_bytes("VmHWM:"),
             });
         }
@@ -123,21 +140,26 @@ pub fn generation_bench(model_path: &Path, opts: &BenchOptions) -> Result<Vec<Be
 
 /// The rows as a plain-text table.
 pub fn format_table(rows: &[BenchRow]) -> String {
-    let mut s =
-        String::from("weights  batch  sequences  new tokens  seconds  tokens/s  peak RSS\n");
+    let mut s = String::from(
+        "weights  batch  sequences  new tokens  seconds  tokens/s  CPU s  tokens/CPU-s  peak RSS\n",
+    );
     for r in rows {
         let rss = r
             .peak_rss_bytes
             .map(|b| format!("{:.2} GB", b as f64 / 1e9))
             .unwrap_or_else(|| "n/a".into());
         s.push_str(&format!(
-            "{:<7}  {:>5}  {:>9}  {:>10}  {:>7.2}  {:>8.1}  {}\n",
+            "{:<7}  {:>5}  {:>9}  {:>10}  {:>7.2}  {:>8.1}  {:>5}  {:>12}  {}\n",
             r.weights.to_string(),
             r.batch_size,
             r.sequences,
             r.new_tokens,
             r.seconds,
             r.tokens_per_second,
+            r.cpu_seconds.map(|c| format!("{c:.1}")).unwrap_or_default(),
+            r.cpu_seconds
+                .map(|c| format!("{:.1}", r.new_tokens as f64 / c.max(1e-9)))
+                .unwrap_or_default(),
             rss
         ));
     }
