@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod pipeline;
 
 /// dpsynth — differentially private synthetic text.
 ///

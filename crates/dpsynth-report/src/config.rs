@@ -95,7 +95,6 @@ pub const KEYS: &[KeySpec] = &[
     key!("eval.baseline", "baseline", Bool, "Also train the DP-SGD baseline classifier on the real data at the same ε"),
     key!("eval.ceiling", "ceiling", Bool, "Also train the non-private real-data classifier (the ceiling)"),
     key!("eval.mauve", "mauve", Bool, "Compute MAUVE between synthetic and real test texts"),
-    key!("eval.memorization", "memorization", Bool, "Check synthetic records for copies of training records (aggregate numbers only)"),
 ];
 
 /// Look a key up by its dotted name.
@@ -202,7 +201,6 @@ pub struct EvalSection {
     pub baseline: bool,
     pub ceiling: bool,
     pub mauve: bool,
-    pub memorization: bool,
 }
 
 /// Errors found while reading, merging or checking a configuration. Each names the key or path.
@@ -329,7 +327,6 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             baseline: true,
             ceiling: true,
             mauve: true,
-            memorization: true,
         },
     }
 }

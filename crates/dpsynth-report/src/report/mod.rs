@@ -386,9 +386,16 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
             None => not_run(&mut doc, v, "evaluate", "MAUVE score"),
         }
         doc.h2("Memorization check");
-        match v.metrics.as_ref().and_then(|m| find_named_object(m, "memoriz")) {
+        match v
+            .metrics
+            .as_ref()
+            .and_then(|m| find_named_object(m, "memoriz"))
+        {
             Some(m) => {
-                let rows: Vec<Vec<String>> = numeric_leaves(m).into_iter().map(|(k, x)| vec![k, x]).collect();
+                let rows: Vec<Vec<String>> = numeric_leaves(m)
+                    .into_iter()
+                    .map(|(k, x)| vec![k, x])
+                    .collect();
                 doc.p("How much of the synthetic data copies training records (numbers only; this report never quotes private records).");
                 if rows.is_empty() {
                     doc.note("The memorization summary has no numbers.");
@@ -396,7 +403,9 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
                     doc.table(&["measure", "value"], rows);
                 }
             }
-            None if v.metrics.is_some() => doc.note("Not computed: metrics.json has no memorization summary (eval.memorization = false?)."),
+            None if v.metrics.is_some() => {
+                doc.note("Not computed: metrics.json has no memorization summary.")
+            }
             None => not_run(&mut doc, v, "evaluate", "memorization check"),
         }
     }

@@ -1,0 +1,358 @@
+//! The stages' work: each calls the crate that owns it and writes into the run directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use dpsynth_report::config::RunConfig;
+use dpsynth_report::privacy::{self, LedgerEntry, RunLedger};
+use dpsynth_report::report::{files, write_run_report, ReportOptions};
+use dpsynth_report::stage::write_atomic;
+use serde_json::json;
+
+/// A finished stage's outputs (hashed into its record) and summary.
+pub struct StageOut {
+    pub outputs: Vec<PathBuf>,
+    pub summary: serde_json::Value,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn run_stage(
+    stage: &str,
+    cfg: &RunConfig,
+    dir: &Path,
+    resume: bool,
+) -> anyhow::Result<StageOut> {
+    match stage {
+        "data" => data(cfg, dir),
+        "histogram" => histogram(cfg, dir),
+        "train" => train(cfg, dir, resume),
+        "synthesize" => synthesize(cfg, dir),
+        "evaluate" => evaluate(cfg, dir),
+        "report" => report(dir),
+        other => anyhow::bail!("unknown stage {other}"),
+    }
+}
+
+/// Read, validate and split the dataset into `data/` (train subset of `data.max_train`, test
+/// subset of `data.max_test`).
+fn data(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
+    use dpsynth_data::prepare::{prepare, PrepareOptions, Source};
+    let out = dir.join(files::DATA_DIR);
+    let source = match &cfg.data.path {
+        Some(p) => Source::File {
+            path: p.clone(),
+            format: None,
+            columns: dpsynth_data::Columns {
+                text: cfg.data.text_column.clone(),
+                label: cfg.data.label_column.clone(),
+                ..Default::default()
+            },
+        },
+        None => Source::Recipe(cfg.data.recipe.clone()),
+    };
+    let mut opts = PrepareOptions::new(&out);
+    opts.test_fraction = cfg.data.test_fraction;
+    // The split's randomness is not secret (it does not touch the noise); recorded for reproduction.
+    opts.seed = cfg.run.seed.unwrap_or_else(privacy::os_seed);
+    opts.max_train = (cfg.data.max_train > 0).then_some(cfg.data.max_train as usize);
+    opts.assets_dir = Some(cfg.assets_dir());
+    opts.progress = true;
+    let summary = prepare(&source, &opts).context("preparing the dataset")?;
+    let test = out.join("test.jsonl");
+    if cfg.data.max_test > 0 && summary.test > cfg.data.max_test {
+        // Deterministic, label-blind thinning of the test split (keeps every k-th record).
+        let recs = dpsynth_data::read_jsonl(&test)?;
+        let keep = cfg.data.max_test as usize;
+        let stride = recs.len() as f64 / keep as f64;
+        let sub: Vec<_> = (0..keep)
+            .map(|i| &recs[((i as f64 * stride) as usize).min(recs.len() - 1)])
+            .collect();
+        dpsynth_data::write_jsonl(&test, sub)?;
+    }
+    Ok(StageOut {
+        outputs: vec![out.join("train.jsonl"), test, out.join("summary.json")],
+        summary: json!({"train": summary.train, "test": summary.test.min(if cfg.data.max_test > 0 { cfg.data.max_test } else { u64::MAX }), "labels": summary.labels.len()}),
+    })
+}
+
+/// The DP label histogram: ledger entry first, then `histogram.json`.
+fn histogram(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
+    let data = dir.join(files::DATA_DIR);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("summary.json")).context("reading data/summary.json")?,
+    )?;
+    // The label set is treated as public (it is the recipe's or the dataset schema's).
+    let domain: Vec<String> = summary
+        .get("labels")
+        .and_then(|l| l.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!domain.is_empty(), "data/summary.json lists no labels");
+    let labels: Vec<String> = dpsynth_data::read_jsonl(&data.join("train.jsonl"))?
+        .into_iter()
+        .map(|r| r.label)
+        .collect();
+    let eps = cfg.histogram_epsilon();
+    let mut ledger = RunLedger::load(dir)?;
+    // # Privacy: the release is recorded before it is computed and written (rule 6).
+    ledger.record(
+        dir,
+        LedgerEntry {
+            stage: "histogram".into(),
+            mechanism: if eps.is_infinite() {
+                "exact counts (non-private)".into()
+            } else if eps == 0.0 {
+                "none (uniform labels, no data read)".into()
+            } else {
+                "discrete Laplace on label counts (L1 sensitivity 1)".into()
+            },
+            epsilon: eps.is_finite().then_some(eps),
+            delta: 0.0,
+            unix: now_unix(),
+            superseded: false,
+            details: json!({"labels": domain.len()}),
+        },
+    )?;
+    let h = privacy::dp_label_histogram(&labels, &domain, eps, cfg.run.seed);
+    let p = dir.join(files::HISTOGRAM);
+    write_atomic(&p, &serde_json::to_vec_pretty(&h)?)?;
+    // Post-processing: the released counts as label weights for training/synthesis.
+    let weights: serde_json::Map<String, serde_json::Value> = h
+        .labels
+        .iter()
+        .map(|l| (l.label.clone(), json!(l.count.max(1) as f64)))
+        .collect();
+    let wp = dir.join(LABEL_WEIGHTS);
+    write_atomic(&wp, &serde_json::to_vec_pretty(&weights)?)?;
+    Ok(StageOut {
+        outputs: vec![p, wp],
+        summary: json!({"epsilon": h.epsilon, "labels": h.labels.len()}),
+    })
+}
+
+/// DP fine-tuning. A fresh attempt moves an earlier `train/` aside (its spend stays in the
+/// ledger); a resumed one continues the training crate's checkpoint and ledger.
+fn train(cfg: &RunConfig, dir: &Path, resume: bool) -> anyhow::Result<StageOut> {
+    let tdir = dir.join(files::TRAIN_DIR);
+    if !resume && tdir.exists() {
+        let aside = dir.join(format!("train.replaced-{}", now_unix()));
+        std::fs::rename(&tdir, &aside)
+            .with_context(|| format!("moving the earlier training to {}", aside.display()))?;
+        eprintln!(
+            "  note: an earlier training in this run directory was moved to {}; its privacy spend stays in the ledger",
+            aside.display()
+        );
+    }
+    let mut ledger = RunLedger::load(dir)?;
+    let eps = cfg.train_epsilon();
+    let entry = |epsilon: Option<f64>, details: serde_json::Value| LedgerEntry {
+        stage: "train".into(),
+        mechanism: "DP-SGD (Poisson-subsampled Gaussian), PLD accountant".into(),
+        epsilon,
+        delta: if eps.is_finite() {
+            cfg.privacy.delta
+        } else {
+            0.0
+        },
+        unix: now_unix(),
+        superseded: false,
+        details,
+    };
+    // # Privacy: recorded at the target ε before any step runs; a resumed attempt is the same
+    // release (update in place, never a second spend).
+    let planned = entry(eps.is_finite().then_some(eps), json!({"planned": true}));
+    if resume {
+        ledger.update_current(dir, planned)?;
+    } else {
+        ledger.record(dir, planned)?;
+    }
+    let spent = train_impl(cfg, dir, &tdir, resume)?;
+    ledger.update_current(dir, entry(spent.epsilon, spent.details.clone()))?;
+    Ok(StageOut {
+        outputs: vec![tdir],
+        summary: json!({"epsilon": spent.epsilon, "details": spent.details}),
+    })
+}
+
+/// What the training crate reported it spent.
+pub struct Spent {
+    pub epsilon: Option<f64>,
+    pub details: serde_json::Value,
+}
+
+/// An indicatif bar for the training loop.
+struct TrainBar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl dpsynth_train::Progress for TrainBar {
+    fn start(&mut self, total: u64, done: u64) {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "  train       [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(done);
+        self.bar = Some(bar);
+    }
+    fn step(&mut self, info: &dpsynth_train::StepInfo) {
+        if let Some(b) = &self.bar {
+            b.set_position(info.step);
+            let eps = info
+                .epsilon
+                .map(|e| format!(" ε={e:.3}"))
+                .unwrap_or_default();
+            b.set_message(format!("loss {:.3}{eps}", info.loss));
+        }
+    }
+    fn message(&mut self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("  train: {msg}")),
+            None => eprintln!("  train: {msg}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// The training crate's config for this run.
+pub fn train_config(cfg: &RunConfig, dir: &Path, resume: bool) -> dpsynth_train::TrainConfig {
+    use dpsynth_train::{LabelDistribution, Method, TrainConfig};
+    let mut t = TrainConfig::new(
+        dir.join(files::DATA_DIR).join("train.jsonl"),
+        cfg.model_path(),
+        dir.join(files::TRAIN_DIR),
+    );
+    t.method = match cfg.train.method.as_str() {
+        "prompt" => Method::Prompt {
+            virtual_tokens: cfg.train.prompt_tokens as usize,
+        },
+        "full" => Method::Full,
+        _ => Method::Lora(dpsynth_lm::LoraConfig {
+            rank: cfg.train.lora_rank as usize,
+            alpha: cfg.train.lora_alpha,
+            targets: vec!["q_proj".into(), "v_proj".into()],
+        }),
+    };
+    t.max_tokens = cfg.train.max_seq_len as usize;
+    let eps = cfg.train_epsilon();
+    t.no_dp = eps.is_infinite();
+    t.epsilon = eps.is_finite().then_some(eps);
+    t.delta = Some(cfg.privacy.delta);
+    t.clip_norm = cfg.privacy.max_grad_norm;
+    t.steps = Some(cfg.train.steps);
+    t.epochs = None;
+    t.expected_batch = cfg.train.batch_size as usize;
+    t.physical_batch = (cfg.train.batch_size as usize).clamp(1, 8);
+    t.lr = cfg.train.learning_rate;
+    t.seed = cfg.run.seed;
+    // The label histogram is released by the pipeline's own histogram stage (and accounted in
+    // the run ledger); training must not spend budget on it again.
+    t.label_distribution = LabelDistribution::File(dir.join(LABEL_WEIGHTS));
+    t.checkpoint_every = (cfg.train.steps / 10).clamp(1, 50);
+    t.resume = resume;
+    t
+}
+
+/// Label weights file handed to training/synthesis (the DP histogram's counts).
+pub const LABEL_WEIGHTS: &str = "label_weights.json";
+
+fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow::Result<Spent> {
+    let dir = _dir;
+    // A resume needs a checkpoint. Without one no step's result ever left the process (the
+    // training crate writes its ledger before each checkpoint), so start the same release over.
+    let resume = resume && tdir.join("checkpoint").exists();
+    if !resume && tdir.exists() {
+        let aside = dir.join(format!("train.unfinished-{}", now_unix()));
+        std::fs::rename(tdir, &aside)?;
+        eprintln!(
+            "  note: the interrupted training had no checkpoint yet (nothing left the process); starting it over, old files in {}",
+            aside.display()
+        );
+    }
+    let tc = train_config(cfg, dir, resume);
+    let mut bar = TrainBar { bar: None };
+    let s = dpsynth_train::train(&tc, &mut bar).context("DP fine-tuning")?;
+    dpsynth_train::Progress::finish(&mut bar);
+    if let Some(why) = &s.stopped_early {
+        anyhow::bail!("training stopped early: {why}");
+    }
+    Ok(Spent {
+        epsilon: if tc.no_dp {
+            None
+        } else {
+            s.epsilon_pld.or(s.epsilon_rdp)
+        },
+        details: serde_json::to_value(&s)?,
+    })
+}
+
+fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
+    let h: dpsynth_report::LabelHistogram =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(files::HISTOGRAM))?)?;
+    let _per_label = privacy::allocate(&h, cfg.synth.count);
+    anyhow::bail!(
+        "the synthesize stage is not wired yet: dpsynth-train exposes no `synthesize` entry point in this build"
+    )
+}
+
+fn evaluate(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
+    use dpsynth_eval::{ClassifierKind, EvalConfig};
+    let data = dir.join(files::DATA_DIR);
+    let mut ec = EvalConfig::new(
+        dir.join(files::SYNTHETIC),
+        data.join("train.jsonl"),
+        data.join("test.jsonl"),
+    );
+    let out = dir.join(files::EVAL_DIR);
+    ec.out_dir = Some(out.clone());
+    ec.classifiers = cfg
+        .eval
+        .classifiers
+        .iter()
+        .map(|c| match c.as_str() {
+            "cnn" => ClassifierKind::Cnn,
+            _ => ClassifierKind::Logreg,
+        })
+        .collect();
+    ec.minilm_dir = Some(cfg.embedding_path());
+    // The DP-SGD baseline gets the run's whole budget: the same ε the synthetic data cost.
+    ec.epsilon =
+        (cfg.eval.baseline && cfg.privacy.epsilon.is_finite()).then_some(cfg.privacy.epsilon);
+    ec.delta = cfg.privacy.delta;
+    ec.real_baseline = cfg.eval.ceiling;
+    if !cfg.eval.mauve {
+        ec.mauve_max_texts = 0;
+    }
+    ec.dp_seed = cfg.run.seed;
+    let r = dpsynth_eval::evaluate(&ec, &dpsynth_eval::Progress::stderr()).context("evaluation")?;
+    let metrics = out.join("metrics.json");
+    if !metrics.exists() {
+        write_atomic(&metrics, &serde_json::to_vec_pretty(&r)?)?;
+    }
+    eprint!("{}", r.table());
+    Ok(StageOut {
+        outputs: vec![metrics],
+        summary: json!({"rows": r.rows.len(), "seconds": r.seconds}),
+    })
+}
+
+fn report(dir: &Path) -> anyhow::Result<StageOut> {
+    let w = write_run_report(dir, &ReportOptions::new())?;
+    Ok(StageOut {
+        outputs: vec![w.html.clone(), w.markdown.clone()],
+        summary: json!({"html": w.html, "markdown": w.markdown}),
+    })
+}
