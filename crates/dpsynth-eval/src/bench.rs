@@ -19,7 +19,8 @@ pub struct BenchRow {
 /// MiniLM sentences/s on `n` synthetic sentences of exactly `tokens` tokens (incl. [CLS]/[SEP]),
 /// batch size 64, after one warm-up batch.
 pub fn embedding_throughput(minilm: Option<&Path>, n: usize, tokens: usize) -> Result<BenchRow> {
-    let dir = find_minilm_dir(minilm).ok_or_else(|| EvalError::MissingAsset("assets/minilm".into()))?;
+    let dir =
+        find_minilm_dir(minilm).ok_or_else(|| EvalError::MissingAsset("assets/minilm".into()))?;
     let m = MiniLm::load(&dir, &Device::Cpu)?;
     // token id 2023 = "this": a fixed 64-token sequence
     let seq: Vec<u32> = std::iter::once(101)
@@ -58,7 +59,10 @@ pub fn full_evaluation(cfg: &EvalConfig) -> Result<BenchRow> {
 
 /// The rows `dpsynth bench` prints: embedding throughput, and a full evaluation when
 /// `rotten_tomatoes_dir` holds `train.jsonl` and `test.jsonl`.
-pub fn bench_rows(minilm: Option<&Path>, rotten_tomatoes_dir: Option<&Path>) -> Result<Vec<BenchRow>> {
+pub fn bench_rows(
+    minilm: Option<&Path>,
+    rotten_tomatoes_dir: Option<&Path>,
+) -> Result<Vec<BenchRow>> {
     let mut rows = vec![embedding_throughput(minilm, 512, 64)?];
     if let Some(d) = rotten_tomatoes_dir {
         let (tr, te) = (d.join("train.jsonl"), d.join("test.jsonl"));

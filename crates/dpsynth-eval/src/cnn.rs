@@ -75,14 +75,21 @@ pub struct Vocab {
 
 impl Vocab {
     /// Words occurring ≥ `min_count` times in `texts`, most frequent first, at most `max` words.
-    pub fn build<'a>(texts: impl IntoIterator<Item = &'a str>, min_count: usize, max: usize) -> Self {
+    pub fn build<'a>(
+        texts: impl IntoIterator<Item = &'a str>,
+        min_count: usize,
+        max: usize,
+    ) -> Self {
         let mut counts: HashMap<String, usize> = HashMap::new();
         for t in texts {
             for w in words(t) {
                 *counts.entry(w).or_insert(0) += 1;
             }
         }
-        let mut v: Vec<(String, usize)> = counts.into_iter().filter(|(_, c)| *c >= min_count).collect();
+        let mut v: Vec<(String, usize)> = counts
+            .into_iter()
+            .filter(|(_, c)| *c >= min_count)
+            .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(max);
         Self::from_words(v.into_iter().map(|(w, _)| w))
@@ -174,7 +181,9 @@ impl WordCnn {
         let f = cfg.filters;
         let v = vocab.len();
         let mut uniform = |n: usize, bound: f64| -> Vec<f32> {
-            (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+            (0..n)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect()
         };
         let mut emb = uniform(v * e, 0.25);
         emb[..e].iter_mut().for_each(|x| *x = 0.0);
@@ -184,7 +193,11 @@ impl WordCnn {
         for &w in &cfg.widths {
             let fan_in = (w * e) as f64;
             let bound = (6.0 / (fan_in + f as f64)).sqrt();
-            conv_w.push(Var::from_tensor(&Tensor::from_vec(uniform(w * e * f, bound), (w * e, f), device)?)?);
+            conv_w.push(Var::from_tensor(&Tensor::from_vec(
+                uniform(w * e * f, bound),
+                (w * e, f),
+                device,
+            )?)?);
             conv_b.push(Var::from_tensor(&Tensor::zeros(f, DType::F32, device)?)?);
         }
         let h = f * cfg.widths.len();
@@ -270,7 +283,9 @@ impl WordCnn {
         let mut pooled = Vec::new();
         for (wi, &w) in self.cfg.widths.iter().enumerate() {
             let t = l - w + 1;
-            let parts: Vec<Tensor> = (0..w).map(|i| x.narrow(1, i, t)).collect::<candle_core::Result<_>>()?;
+            let parts: Vec<Tensor> = (0..w)
+                .map(|i| x.narrow(1, i, t))
+                .collect::<candle_core::Result<_>>()?;
             let win = Tensor::cat(&parts, 2)?; // (B, T, wE)
             let h = if conv_w[wi].rank() == 2 {
                 win.reshape((b * t, w * e))?
@@ -290,7 +305,10 @@ impl WordCnn {
         let logits = if out_w.rank() == 2 {
             z.matmul(out_w)?.broadcast_add(out_b)?
         } else {
-            z.unsqueeze(1)?.matmul(out_w)?.squeeze(1)?.broadcast_add(&out_b.squeeze(1)?)?
+            z.unsqueeze(1)?
+                .matmul(out_w)?
+                .squeeze(1)?
+                .broadcast_add(&out_b.squeeze(1)?)?
         };
         Ok(logits)
     }
@@ -310,19 +328,33 @@ impl WordCnn {
         let p = &self.params;
         let cw: Vec<Tensor> = p.conv_w.iter().map(|v| v.as_tensor().clone()).collect();
         let cb: Vec<Tensor> = p.conv_b.iter().map(|v| v.as_tensor().clone()).collect();
-        self.head(&x, batch, &cw, &cb, p.out_w.as_tensor(), p.out_b.as_tensor(), dropout)
+        self.head(
+            &x,
+            batch,
+            &cw,
+            &cb,
+            p.out_w.as_tensor(),
+            p.out_b.as_tensor(),
+            dropout,
+        )
     }
 
     /// Predicted class per text.
     pub fn predict(&self, texts: &[String]) -> Result<Vec<usize>> {
-        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| self.vocab.encode(t, self.cfg.max_len)).collect();
+        let seqs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.vocab.encode(t, self.cfg.max_len))
+            .collect();
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         order.sort_by_key(|&i| seqs[i].len());
         let mut out = vec![0usize; seqs.len()];
         for chunk in order.chunks(256) {
             let s: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
             let batch = self.batch(&s)?;
-            let pred = self.forward(&batch, None)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            let pred = self
+                .forward(&batch, None)?
+                .argmax(D::Minus1)?
+                .to_vec1::<u32>()?;
             for (&i, p) in chunk.iter().zip(pred) {
                 out[i] = p as usize;
             }
@@ -358,9 +390,16 @@ impl WordCnn {
             0
         };
         let (val_idx, tr_idx) = idx.split_at(n_val);
-        let vocab = Vocab::build(tr_idx.iter().map(|&i| texts[i].as_str()), cfg.min_count, cfg.max_vocab);
+        let vocab = Vocab::build(
+            tr_idx.iter().map(|&i| texts[i].as_str()),
+            cfg.min_count,
+            cfg.max_vocab,
+        );
         let model = WordCnn::new(vocab, k, cfg, device)?;
-        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| model.vocab.encode(t, cfg.max_len)).collect();
+        let seqs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| model.vocab.encode(t, cfg.max_len))
+            .collect();
         let vars: Vec<Var> = model.params.all().into_iter().cloned().collect();
         let mut opt = AdamW::new(&vars, cfg.learning_rate, cfg.weight_decay)?;
         let mut tr: Vec<usize> = tr_idx.to_vec();
@@ -374,7 +413,8 @@ impl WordCnn {
                 let s: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
                 let y: Vec<u32> = chunk.iter().map(|&i| labels[i] as u32).collect();
                 let batch = model.batch(&s)?;
-                let mask = model.dropout_mask(chunk.len(), cfg.filters * cfg.widths.len(), &mut rng)?;
+                let mask =
+                    model.dropout_mask(chunk.len(), cfg.filters * cfg.widths.len(), &mut rng)?;
                 let logits = model.forward(&batch, Some(&mask))?;
                 let loss = (model.loss_sum(&logits, &y)? / chunk.len() as f64)?;
                 let grads = loss.backward()?;
@@ -393,10 +433,18 @@ impl WordCnn {
                 continue;
             }
             let pred = model.predict(&val_texts)?;
-            let acc = pred.iter().zip(val_idx).filter(|(p, i)| **p == labels[**i]).count() as f64 / val_texts.len() as f64;
+            let acc = pred
+                .iter()
+                .zip(val_idx)
+                .filter(|(p, i)| **p == labels[**i])
+                .count() as f64
+                / val_texts.len() as f64;
             let improved = best.as_ref().is_none_or(|(b, _, _)| acc > *b);
             if improved {
-                let snap = vars.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+                let snap = vars
+                    .iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?;
                 best = Some((acc, epoch + 1, snap));
             } else if epoch + 1 - best.as_ref().map_or(0, |b| b.1) >= cfg.patience {
                 break;
@@ -440,9 +488,15 @@ impl WordCnn {
         let rep = |t: &Tensor| -> Result<Var> {
             let mut shape = vec![b];
             shape.extend(t.dims());
-            Ok(Var::from_tensor(&t.unsqueeze(0)?.broadcast_as(shape)?.contiguous()?)?)
+            Ok(Var::from_tensor(
+                &t.unsqueeze(0)?.broadcast_as(shape)?.contiguous()?,
+            )?)
         };
-        let cw: Vec<Var> = p.conv_w.iter().map(|v| rep(v.as_tensor())).collect::<Result<_>>()?;
+        let cw: Vec<Var> = p
+            .conv_w
+            .iter()
+            .map(|v| rep(v.as_tensor()))
+            .collect::<Result<_>>()?;
         let cb: Vec<Var> = p
             .conv_b
             .iter()
@@ -452,7 +506,15 @@ impl WordCnn {
         let ob = rep(&p.out_b.as_tensor().unsqueeze(0)?)?;
         let cwt: Vec<Tensor> = cw.iter().map(|v| v.as_tensor().clone()).collect();
         let cbt: Vec<Tensor> = cb.iter().map(|v| v.as_tensor().clone()).collect();
-        let logits = self.head(x.as_tensor(), &batch, &cwt, &cbt, ow.as_tensor(), ob.as_tensor(), dropout)?;
+        let logits = self.head(
+            x.as_tensor(),
+            &batch,
+            &cwt,
+            &cbt,
+            ow.as_tensor(),
+            ob.as_tensor(),
+            dropout,
+        )?;
         let loss = self.loss_sum(&logits, y)?;
         let grads = loss.backward()?;
         let get = |v: &Var| -> Result<Tensor> {
@@ -523,7 +585,10 @@ impl WordCnn {
     ) -> Result<(Self, DpPlan)> {
         let plan = dpsgd::plan(dp, texts.len())?;
         let model = WordCnn::new(vocab, k, cfg, device)?;
-        let seqs: Vec<Vec<u32>> = texts.iter().map(|t| model.vocab.encode(t, cfg.max_len)).collect();
+        let seqs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| model.vocab.encode(t, cfg.max_len))
+            .collect();
         let vars: Vec<Var> = model.params.all().into_iter().cloned().collect();
         let mut opt = AdamW::new(&vars, dp.learning_rate, 0.0)?;
         let mut noise = dpsgd::noise_rng(dp.seed);
@@ -538,7 +603,11 @@ impl WordCnn {
             for chunk in sample.chunks(micro) {
                 let s: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
                 let y: Vec<u32> = chunk.iter().map(|&i| labels[i] as u32).collect();
-                let mask = model.dropout_mask(chunk.len(), cfg.filters * cfg.widths.len(), &mut drop_rng)?;
+                let mask = model.dropout_mask(
+                    chunk.len(),
+                    cfg.filters * cfg.widths.len(),
+                    &mut drop_rng,
+                )?;
                 all.append(model.per_example_grads(&s, &y, Some(&mask))?);
             }
             let update = PerExampleGrads::new(all)
@@ -616,7 +685,8 @@ impl CnnPerExample {
     pub fn flat(&self, b: usize) -> Vec<f32> {
         let mut emb = vec![0f32; self.vocab * self.embed_dim];
         for (id, g) in self.emb_rows(b) {
-            emb[id as usize * self.embed_dim..(id as usize + 1) * self.embed_dim].copy_from_slice(&g);
+            emb[id as usize * self.embed_dim..(id as usize + 1) * self.embed_dim]
+                .copy_from_slice(&g);
         }
         for d in &self.dense {
             emb.extend_from_slice(&d[b]);
@@ -636,7 +706,12 @@ impl PerExampleSource for CnnPerExample {
                     .flat_map(|r| r.1.iter())
                     .map(|v| (*v as f64).powi(2))
                     .sum();
-                let d: f64 = self.dense.iter().flat_map(|p| p[b].iter()).map(|v| (*v as f64).powi(2)).sum();
+                let d: f64 = self
+                    .dense
+                    .iter()
+                    .flat_map(|p| p[b].iter())
+                    .map(|v| (*v as f64).powi(2))
+                    .sum();
                 (e + d).sqrt()
             })
             .collect()
@@ -647,7 +722,9 @@ impl PerExampleSource for CnnPerExample {
         for (b, &f) in factors.iter().enumerate() {
             for (id, g) in self.emb_rows(b) {
                 let row = &mut emb[id as usize * e..(id as usize + 1) * e];
-                row.iter_mut().zip(&g).for_each(|(a, v)| *a += (f * *v as f64) as f32);
+                row.iter_mut()
+                    .zip(&g)
+                    .for_each(|(a, v)| *a += (f * *v as f64) as f32);
             }
         }
         let mut out = vec![emb];
@@ -655,7 +732,9 @@ impl PerExampleSource for CnnPerExample {
             let d = p.first().map_or(0, Vec::len);
             let mut s = vec![0f32; d];
             for (row, &f) in p.iter().zip(factors) {
-                s.iter_mut().zip(row).for_each(|(a, v)| *a += (f * *v as f64) as f32);
+                s.iter_mut()
+                    .zip(row)
+                    .for_each(|(a, v)| *a += (f * *v as f64) as f32);
             }
             out.push(s);
         }
@@ -724,8 +803,18 @@ mod tests {
     }
 
     fn toy() -> (Vec<String>, Vec<usize>) {
-        let pos = ["great fun movie", "a great great film", "fun and moving", "loved it great"];
-        let neg = ["dull boring movie", "a boring mess", "awful and dull film", "hated it boring"];
+        let pos = [
+            "great fun movie",
+            "a great great film",
+            "fun and moving",
+            "loved it great",
+        ];
+        let neg = [
+            "dull boring movie",
+            "a boring mess",
+            "awful and dull film",
+            "hated it boring",
+        ];
         let mut t = Vec::new();
         let mut y = Vec::new();
         for i in 0..40 {
@@ -747,9 +836,17 @@ mod tests {
             .map(|s| m.vocab.encode(s, 12))
             .collect();
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-        let all = m.forward(&m.batch(&refs).unwrap(), None).unwrap().to_vec2::<f32>().unwrap();
+        let all = m
+            .forward(&m.batch(&refs).unwrap(), None)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         for (i, s) in refs.iter().enumerate() {
-            let one = m.forward(&m.batch(&[s]).unwrap(), None).unwrap().to_vec2::<f32>().unwrap();
+            let one = m
+                .forward(&m.batch(&[s]).unwrap(), None)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
             for (a, b) in one[0].iter().zip(&all[i]) {
                 assert!((a - b).abs() < 1e-5);
             }
@@ -767,8 +864,16 @@ mod tests {
         let logits = m.forward(&m.batch(&refs).unwrap(), None).unwrap();
         let grads = m.loss_sum(&logits, &y).unwrap().backward().unwrap();
         for (i, v) in m.params.all().iter().enumerate() {
-            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("param {i} has no gradient"));
-            let s = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("param {i} has no gradient"));
+            let s = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(s > 0.0, "param {i} gradient is all zero");
         }
     }
@@ -778,7 +883,12 @@ mod tests {
         let (t, _) = toy();
         let vocab = Vocab::build(t.iter().map(String::as_str), 1, 100);
         let m = WordCnn::new(vocab, 3, &tiny_cfg(), &Device::Cpu).unwrap();
-        let texts = ["great great fun", "a boring mess of a film and unknownword", "x", "dull"];
+        let texts = [
+            "great great fun",
+            "a boring mess of a film and unknownword",
+            "x",
+            "dull",
+        ];
         let seqs: Vec<Vec<u32>> = texts.iter().map(|s| m.vocab.encode(s, 12)).collect();
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
         let y = [0u32, 1, 2, 1];
@@ -788,9 +898,17 @@ mod tests {
             let oracle = m.single_example_grad(refs[b], y[b]).unwrap();
             let fast = pe.flat(b);
             assert_eq!(oracle.len(), fast.len());
-            let md = oracle.iter().zip(&fast).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let md = oracle
+                .iter()
+                .zip(&fast)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(md < 1e-5, "example {b}: max diff {md}");
-            let on: f64 = oracle.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            let on: f64 = oracle
+                .iter()
+                .map(|v| (*v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
             assert!((on - norms[b]).abs() < 1e-4 * on.max(1.0));
         }
         // clipping: every clipped contribution ≤ C, and the sum equals Σ min(1, C/‖g‖) g
@@ -802,10 +920,53 @@ mod tests {
     #[test]
     fn learns_toy_task() {
         let (t, y) = toy();
-        let cfg = CnnConfig { max_epochs: 15, patience: 15, ..tiny_cfg() };
+        let cfg = CnnConfig {
+            max_epochs: 15,
+            patience: 15,
+            ..tiny_cfg()
+        };
         let (m, info) = WordCnn::fit(&t, &y, 2, &cfg, &Device::Cpu, &Progress::hidden()).unwrap();
         let pred = m.predict(&t).unwrap();
         let acc = pred.iter().zip(&y).filter(|(a, b)| a == b).count() as f64 / t.len() as f64;
         assert!(acc > 0.95, "train accuracy {acc}, {info:?}");
+    }
+
+    #[test]
+    fn dp_training_runs_within_budget_and_learns_toy_task() {
+        let (t, y) = toy();
+        // a public vocabulary that happens to cover the toy words
+        let vocab = Vocab::from_words(
+            [
+                "great", "fun", "movie", "a", "film", "and", "moving", "loved", "it", "dull",
+                "boring", "mess", "awful", "hated",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        let dp = DpSgdConfig {
+            epsilon: 8.0,
+            delta: 1e-5,
+            clip: 1.0,
+            expected_batch_size: 20,
+            epochs: 15,
+            learning_rate: 2e-2,
+            seed: Some(3),
+        };
+        let (m, plan) = WordCnn::fit_dp(
+            &t,
+            &y,
+            2,
+            vocab,
+            &tiny_cfg(),
+            &dp,
+            &Device::Cpu,
+            &Progress::hidden(),
+        )
+        .unwrap();
+        assert!(plan.epsilon_spent <= 8.0);
+        assert_eq!(plan.steps, 60);
+        let pred = m.predict(&t).unwrap();
+        let acc = pred.iter().zip(&y).filter(|(a, b)| a == b).count() as f64 / t.len() as f64;
+        assert!(acc > 0.8, "DP toy accuracy {acc}");
     }
 }

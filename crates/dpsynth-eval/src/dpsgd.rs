@@ -52,7 +52,9 @@ impl GradVector for Vec<Vec<f32>> {
         }
     }
     fn scale(&mut self, s: f64) {
-        self.iter_mut().flatten().for_each(|v| *v = (*v as f64 * s) as f32);
+        self.iter_mut()
+            .flatten()
+            .for_each(|v| *v = (*v as f64 * s) as f32);
     }
     fn sq_norm(&self) -> f64 {
         self.iter().flatten().map(|v| (*v as f64).powi(2)).sum()
@@ -87,7 +89,10 @@ impl<S: PerExampleSource> PerExampleGrads<S> {
     /// `clip` (Abadi et al. 2016, Alg. 1, "clip gradient"). Factors are `min(1, C/‖g‖)`,
     /// shrunk by a relative 1e-6 so that float rounding can never leave a norm above C.
     pub fn clip(self, clip: f64) -> ClippedSum<S::Sum> {
-        assert!(clip > 0.0 && clip.is_finite(), "clipping norm must be positive");
+        assert!(
+            clip > 0.0 && clip.is_finite(),
+            "clipping norm must be positive"
+        );
         let norms = self.source.norms();
         let factors: Vec<f64> = norms
             .iter()
@@ -101,7 +106,10 @@ impl<S: PerExampleSource> PerExampleGrads<S> {
             .zip(&factors)
             .map(|(n, f)| n * f)
             .fold(0.0f64, f64::max);
-        assert!(max_clipped <= clip, "clipped norm {max_clipped} > C = {clip}");
+        assert!(
+            max_clipped <= clip,
+            "clipped norm {max_clipped} > C = {clip}"
+        );
         let n = factors.len();
         ClippedSum {
             sum: self.source.weighted_sum(&factors),
@@ -202,7 +210,9 @@ pub struct DpPlan {
 /// otherwise.
 pub fn plan(cfg: &DpSgdConfig, n: usize) -> Result<DpPlan> {
     if n == 0 {
-        return Err(EvalError::Invalid("DP-SGD baseline: empty training set".into()));
+        return Err(EvalError::Invalid(
+            "DP-SGD baseline: empty training set".into(),
+        ));
     }
     let q = (cfg.expected_batch_size as f64 / n as f64).min(1.0);
     let steps = ((cfg.epochs as f64) / q).ceil().max(1.0) as u64;
@@ -270,7 +280,12 @@ mod tests {
 
     #[test]
     fn clipping_bounds_every_norm_and_keeps_small_ones() {
-        let rows = vec![vec![3.0, 4.0], vec![0.3, 0.4], vec![0.0, 0.0], vec![-30.0, 40.0]];
+        let rows = vec![
+            vec![3.0, 4.0],
+            vec![0.3, 0.4],
+            vec![0.0, 0.0],
+            vec![-30.0, 40.0],
+        ];
         let src = DenseRows { rows: rows.clone() };
         let norms = src.norms();
         assert_eq!(norms, vec![5.0, 0.5, 0.0, 50.0]);
@@ -285,7 +300,9 @@ mod tests {
 
     #[test]
     fn noise_has_std_sigma_c() {
-        let src = DenseRows { rows: vec![vec![0.0; 20000]] };
+        let src = DenseRows {
+            rows: vec![vec![0.0; 20000]],
+        };
         let mut rng = SecureRng::seeded(11);
         let noisy = PerExampleGrads::new(src).clip(2.0).add_noise(&mut rng, 1.5);
         let g = noisy.into_update(1.0).grad;

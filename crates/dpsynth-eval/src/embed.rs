@@ -193,7 +193,12 @@ impl MiniLm {
     }
 
     /// Embed `texts` in batches of `batch_size`, sorted by token length; rows in input order.
-    pub fn embed(&self, texts: &[String], batch_size: usize, progress: &Progress) -> Result<Embeddings> {
+    pub fn embed(
+        &self,
+        texts: &[String],
+        batch_size: usize,
+        progress: &Progress,
+    ) -> Result<Embeddings> {
         let batch_size = batch_size.max(1);
         let toks: Vec<Vec<u32>> = texts
             .iter()
@@ -243,7 +248,10 @@ impl MiniLm {
         if path.is_file() {
             match load_cache(&path, texts.len()) {
                 Ok(e) => return Ok((e, true)),
-                Err(e) => tracing::warn!("ignoring unreadable embedding cache {}: {e}", path.display()),
+                Err(e) => tracing::warn!(
+                    "ignoring unreadable embedding cache {}: {e}",
+                    path.display()
+                ),
             }
         }
         let emb = self.embed(texts, 64, progress)?;

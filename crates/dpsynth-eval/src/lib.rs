@@ -55,7 +55,9 @@ pub enum EvalError {
     Privacy(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("{0} not found (set --minilm or DPSYNTH_ASSETS; scripts/fetch-assets.sh downloads it)")]
+    #[error(
+        "{0} not found (set --minilm or DPSYNTH_ASSETS; scripts/fetch-assets.sh downloads it)"
+    )]
     MissingAsset(String),
 }
 

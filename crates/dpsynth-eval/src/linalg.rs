@@ -10,7 +10,12 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
     for i in 0..n {
         v[i * n + i] = 1.0;
     }
-    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
+    let scale: f64 = a
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
     for _sweep in 0..100 {
         let off: f64 = (0..n)
             .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
@@ -69,7 +74,12 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
 /// fewest leading components whose cumulative explained-variance ratio reaches
 /// `explained_variance` (`np.argmax(cumsum >= ev) + 1` components). Returns the projected
 /// rows and the number of components kept.
-pub fn pca_project(x: &[f64], n: usize, d: usize, explained_variance: f64) -> (Vec<Vec<f64>>, usize) {
+pub fn pca_project(
+    x: &[f64],
+    n: usize,
+    d: usize,
+    explained_variance: f64,
+) -> (Vec<Vec<f64>>, usize) {
     let mut mean = vec![0.0; d];
     for i in 0..n {
         for j in 0..d {
@@ -144,7 +154,11 @@ mod tests {
         for i in 0..n {
             for j in 0..n {
                 let r: f64 = (0..n).map(|k| vals[k] * vecs[k][i] * vecs[k][j]).sum();
-                assert!((r - a[i * n + j]).abs() < 1e-9, "({i},{j}) {r} vs {}", a[i * n + j]);
+                assert!(
+                    (r - a[i * n + j]).abs() < 1e-9,
+                    "({i},{j}) {r} vs {}",
+                    a[i * n + j]
+                );
                 let dot: f64 = (0..n).map(|k| vecs[i][k] * vecs[j][k]).sum();
                 assert!((dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-9);
             }
@@ -163,7 +177,10 @@ mod tests {
         let (proj, k) = pca_project(&pts, 50, 3, 0.9);
         assert_eq!(k, 1);
         let var: f64 = proj.iter().map(|r| r[0] * r[0]).sum::<f64>() / 50.0;
-        let want: f64 = (0..50).map(|i| 5.0 * ((i as f64 - 25.0) + 0.5).powi(2)).sum::<f64>() / 50.0;
+        let want: f64 = (0..50)
+            .map(|i| 5.0 * ((i as f64 - 25.0) + 0.5).powi(2))
+            .sum::<f64>()
+            / 50.0;
         assert!((var - want).abs() / want < 1e-4, "{var} vs {want}");
     }
 }

@@ -148,7 +148,12 @@ fn loss_grad(p: &[f64], k: usize, x: &Embeddings, y: &[usize], lambda: f64, g: &
 
 /// Minimize `f` (returns value, writes gradient) with L-BFGS (memory 10) and a backtracking
 /// Armijo line search.
-pub fn lbfgs<F: FnMut(&[f64], &mut [f64]) -> f64>(x: &mut [f64], mut f: F, max_iter: usize, tol: f64) -> f64 {
+pub fn lbfgs<F: FnMut(&[f64], &mut [f64]) -> f64>(
+    x: &mut [f64],
+    mut f: F,
+    max_iter: usize,
+    tol: f64,
+) -> f64 {
     let n = x.len();
     let m = 10;
     let mut g = vec![0.0; n];
@@ -240,7 +245,11 @@ mod tests {
     fn blobs(n: usize, seed: u64) -> (Embeddings, Vec<usize>) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let d = 5;
-        let centers = [[2.0f32, 0., 0., 0., 0.], [0., 2., 0., 0., 0.], [0., 0., 2., 0., 0.]];
+        let centers = [
+            [2.0f32, 0., 0., 0., 0.],
+            [0., 2., 0., 0., 0.],
+            [0., 0., 2., 0., 0.],
+        ];
         let mut data = Vec::new();
         let mut y = Vec::new();
         for i in 0..n {
@@ -272,7 +281,9 @@ mod tests {
         let (x, y) = blobs(12, 2);
         let mut m = LogReg::zeros(3, 5);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        m.params.iter_mut().for_each(|p| *p = rng.random_range(-0.5..0.5));
+        m.params
+            .iter_mut()
+            .for_each(|p| *p = rng.random_range(-0.5..0.5));
         let mut g = vec![0.0; m.n_params()];
         let lambda = 0.1;
         loss_grad(&m.params, 3, &x, &y, lambda, &mut g);
@@ -293,7 +304,9 @@ mod tests {
         let mut gi = vec![0.0; m.n_params()];
         for i in 0..x.n {
             m.example_grad(x.row(i), y[i], &mut gi);
-            acc.iter_mut().zip(&gi).for_each(|(a, b)| *a += b / x.n as f64);
+            acc.iter_mut()
+                .zip(&gi)
+                .for_each(|(a, b)| *a += b / x.n as f64);
         }
         for (a, b) in acc.iter().zip(&full) {
             assert!((a - b).abs() < 1e-12);

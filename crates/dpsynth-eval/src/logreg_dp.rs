@@ -24,7 +24,9 @@ pub fn fit_dp(
     progress: &Progress,
 ) -> Result<(LogReg, DpPlan)> {
     if x.n != y.len() {
-        return Err(EvalError::Invalid("embeddings and labels differ in length".into()));
+        return Err(EvalError::Invalid(
+            "embeddings and labels differ in length".into(),
+        ));
     }
     let plan = dpsgd::plan(dp, x.n)?;
     let mut model = LogReg::zeros(k, x.dim);
@@ -46,7 +48,12 @@ pub fn fit_dp(
             .clip(plan.clip)
             .add_noise(&mut rng, plan.noise_multiplier)
             .into_update(expected);
-        for ((p, v), g) in model.params.iter_mut().zip(&mut velocity).zip(update.grad()) {
+        for ((p, v), g) in model
+            .params
+            .iter_mut()
+            .zip(&mut velocity)
+            .zip(update.grad())
+        {
             *v = 0.9 * *v + g;
             *p -= dp.learning_rate * *v;
         }

@@ -79,7 +79,12 @@ pub fn mauve(p: &Embeddings, q: &Embeddings, cfg: &MauveConfig) -> crate::Result
     for e in [q, p] {
         for i in 0..e.n {
             let r = e.row(i);
-            let norm = r.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+            let norm = r
+                .iter()
+                .map(|v| (*v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
             x.extend(r.iter().map(|v| *v as f64 / norm));
         }
     }
@@ -126,7 +131,11 @@ pub fn mauve_from_histograms(p: &[f64], q: &[f64], discretization: usize, c: f64
     let m = discretization.max(2);
     for i in 0..m {
         let w = 1e-6 + (1.0 - 2e-6) * i as f64 / (m - 1) as f64;
-        let r: Vec<f64> = p.iter().zip(q).map(|(a, b)| w * a + (1.0 - w) * b).collect();
+        let r: Vec<f64> = p
+            .iter()
+            .zip(q)
+            .map(|(a, b)| w * a + (1.0 - w) * b)
+            .collect();
         pts.push(((-c * kl(q, &r)).exp(), (-c * kl(p, &r)).exp()));
     }
     pts.push((1.0, 0.0));
@@ -147,7 +156,13 @@ fn dist2(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Lloyd's k-means, best of `redo` random restarts by inertia. Returns cluster labels.
-pub fn kmeans_best(x: &[Vec<f64>], k: usize, redo: usize, max_iter: usize, seed: u64) -> Vec<usize> {
+pub fn kmeans_best(
+    x: &[Vec<f64>],
+    k: usize,
+    redo: usize,
+    max_iter: usize,
+    seed: u64,
+) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut best: Option<(f64, Vec<usize>)> = None;
     for _ in 0..redo.max(1) {
@@ -159,11 +174,19 @@ pub fn kmeans_best(x: &[Vec<f64>], k: usize, redo: usize, max_iter: usize, seed:
     best.map(|b| b.1).unwrap_or_default()
 }
 
-fn kmeans_once(x: &[Vec<f64>], k: usize, max_iter: usize, rng: &mut ChaCha8Rng) -> (f64, Vec<usize>) {
+fn kmeans_once(
+    x: &[Vec<f64>],
+    k: usize,
+    max_iter: usize,
+    rng: &mut ChaCha8Rng,
+) -> (f64, Vec<usize>) {
     let n = x.len();
     let d = x.first().map_or(0, Vec::len);
     let k = k.min(n).max(1);
-    let mut cent: Vec<Vec<f64>> = sample(rng, n, k).into_iter().map(|i| x[i].clone()).collect();
+    let mut cent: Vec<Vec<f64>> = sample(rng, n, k)
+        .into_iter()
+        .map(|i| x[i].clone())
+        .collect();
     let mut labels = vec![usize::MAX; n];
     for _ in 0..max_iter {
         let mut changed = false;
@@ -208,7 +231,11 @@ fn kmeans_once(x: &[Vec<f64>], k: usize, max_iter: usize, rng: &mut ChaCha8Rng) 
             }
         }
     }
-    let inertia = x.iter().zip(&labels).map(|(xi, &l)| dist2(xi, &cent[l])).sum();
+    let inertia = x
+        .iter()
+        .zip(&labels)
+        .map(|(xi, &l)| dist2(xi, &cent[l]))
+        .sum();
     (inertia, labels)
 }
 

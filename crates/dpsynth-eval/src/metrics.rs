@@ -43,8 +43,16 @@ impl ClassMetrics {
             let tp = confusion[c][c] as f64;
             let support: usize = confusion[c].iter().sum();
             let predicted: usize = (0..k).map(|g| confusion[g][c]).sum();
-            let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-            let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+            let precision = if predicted > 0 {
+                tp / predicted as f64
+            } else {
+                0.0
+            };
+            let recall = if support > 0 {
+                tp / support as f64
+            } else {
+                0.0
+            };
             let f1 = if precision + recall > 0.0 {
                 2.0 * precision * recall / (precision + recall)
             } else {
@@ -63,8 +71,16 @@ impl ClassMetrics {
         }
         ClassMetrics {
             n,
-            accuracy: if n > 0 { correct as f64 / n as f64 } else { 0.0 },
-            macro_f1: if f1s.is_empty() { 0.0 } else { f1s.iter().sum::<f64>() / f1s.len() as f64 },
+            accuracy: if n > 0 {
+                correct as f64 / n as f64
+            } else {
+                0.0
+            },
+            macro_f1: if f1s.is_empty() {
+                0.0
+            } else {
+                f1s.iter().sum::<f64>() / f1s.len() as f64
+            },
             labels: labels.to_vec(),
             per_class,
             confusion,
@@ -82,7 +98,10 @@ mod tests {
         // gold: a a a b b c ; pred: a a b b c c
         let m = ClassMetrics::compute(&labels, &[0, 0, 0, 1, 1, 2], &[0, 0, 1, 1, 2, 2]);
         assert!((m.accuracy - 4.0 / 6.0).abs() < 1e-12);
-        assert_eq!(m.confusion, vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]);
+        assert_eq!(
+            m.confusion,
+            vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]
+        );
         // a: p=1 r=2/3 f1=0.8 ; b: p=1/2 r=1/2 f1=0.5 ; c: p=1/2 r=1 f1=2/3
         let f = [0.8, 0.5, 2.0 / 3.0];
         for (pc, want) in m.per_class.iter().zip(f) {

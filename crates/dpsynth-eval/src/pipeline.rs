@@ -131,9 +131,12 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     if let Ok(d) = std::env::var("XDG_CACHE_HOME") {
         return Some(PathBuf::from(d).join("dpsynth").join("embeddings"));
     }
-    std::env::var("HOME")
-        .ok()
-        .map(|h| PathBuf::from(h).join(".cache").join("dpsynth").join("embeddings"))
+    std::env::var("HOME").ok().map(|h| {
+        PathBuf::from(h)
+            .join(".cache")
+            .join("dpsynth")
+            .join("embeddings")
+    })
 }
 
 /// Which data a row's classifier was trained on.
@@ -253,9 +256,19 @@ fn read(path: &Path, what: &str) -> Result<Vec<Record>> {
 }
 
 fn check_labels(syn: &[Record], train: &[Record], test: &[Record]) -> LabelCheck {
-    let set = |r: &[Record]| r.iter().map(|x| x.label.clone()).collect::<BTreeSet<String>>();
+    let set = |r: &[Record]| {
+        r.iter()
+            .map(|x| x.label.clone())
+            .collect::<BTreeSet<String>>()
+    };
     let (s, tr, te) = (set(syn), set(train), set(test));
-    let labels: Vec<String> = tr.union(&te).chain(s.iter()).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let labels: Vec<String> = tr
+        .union(&te)
+        .chain(s.iter())
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let real: BTreeSet<String> = tr.union(&te).cloned().collect();
     let missing_in_synthetic: Vec<String> = real.difference(&s).cloned().collect();
     let only_in_synthetic: Vec<String> = s.difference(&real).cloned().collect();
@@ -274,7 +287,10 @@ fn check_labels(syn: &[Record], train: &[Record], test: &[Record]) -> LabelCheck
         ));
     }
     if !missing_in_test.is_empty() {
-        warnings.push(format!("the test set has no examples of {:?}", missing_in_test));
+        warnings.push(format!(
+            "the test set has no examples of {:?}",
+            missing_in_test
+        ));
     }
     let single = s.len() == 1;
     if single {
@@ -295,7 +311,10 @@ fn check_labels(syn: &[Record], train: &[Record], test: &[Record]) -> LabelCheck
 
 fn drop_empty(records: Vec<Record>, what: &str, warnings: &mut Vec<String>) -> Result<Vec<Record>> {
     let n = records.len();
-    let kept: Vec<Record> = records.into_iter().filter(|r| !r.text.trim().is_empty()).collect();
+    let kept: Vec<Record> = records
+        .into_iter()
+        .filter(|r| !r.text.trim().is_empty())
+        .collect();
     if kept.len() < n {
         warnings.push(format!(
             "{what}: {} of {n} records have empty text and were left out",
@@ -321,13 +340,26 @@ fn drop_empty(records: Vec<Record>, what: &str, warnings: &mut Vec<String>) -> R
 pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
     let t0 = Instant::now();
     let mut warnings = Vec::new();
-    let syn = drop_empty(read(&cfg.synthetic, "synthetic")?, "synthetic", &mut warnings)?;
+    let syn = drop_empty(
+        read(&cfg.synthetic, "synthetic")?,
+        "synthetic",
+        &mut warnings,
+    )?;
     let train = drop_empty(read(&cfg.train, "training")?, "training", &mut warnings)?;
     let test = drop_empty(read(&cfg.test, "test")?, "test", &mut warnings)?;
     let labels = check_labels(&syn, &train, &test);
     warnings.extend(labels.warnings.iter().cloned());
-    let idx: BTreeMap<&str, usize> = labels.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
-    let y = |r: &[Record]| r.iter().map(|x| idx[x.label.as_str()]).collect::<Vec<usize>>();
+    let idx: BTreeMap<&str, usize> = labels
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let y = |r: &[Record]| {
+        r.iter()
+            .map(|x| idx[x.label.as_str()])
+            .collect::<Vec<usize>>()
+    };
     let (y_syn, y_train, y_test) = (y(&syn), y(&train), y(&test));
     let k = labels.labels.len();
     let texts = |r: &[Record]| r.iter().map(|x| x.text.clone()).collect::<Vec<String>>();
@@ -370,7 +402,10 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
             sets.push(TrainingSet::RealNonPrivate);
         }
         if let Some(eps) = cfg.epsilon {
-            sets.push(TrainingSet::RealDpSgd { epsilon: eps, delta: cfg.delta });
+            sets.push(TrainingSet::RealDpSgd {
+                epsilon: eps,
+                delta: cfg.delta,
+            });
         }
         for set in sets {
             let t = Instant::now();
@@ -406,8 +441,9 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
                             ..cfg.dp_cnn.clone()
                         };
                         let vocab = public_vocab(minilm.as_ref().expect("MiniLM loaded"));
-                        let (m, plan) =
-                            WordCnn::fit_dp(ttexts, ty, k, vocab, &cfg.cnn, &dp, &device, progress)?;
+                        let (m, plan) = WordCnn::fit_dp(
+                            ttexts, ty, k, vocab, &cfg.cnn, &dp, &device, progress,
+                        )?;
                         (m.predict(&t_test)?, Some(plan), None)
                     }
                     _ => {

@@ -72,13 +72,25 @@ pub fn text_stats(records: &[Record]) -> TextStats {
     TextStats {
         n: records.len(),
         empty_texts: records.iter().filter(|r| r.text.trim().is_empty()).count(),
-        mean_words: if records.is_empty() { 0.0 } else { total as f64 / records.len() as f64 },
+        mean_words: if records.is_empty() {
+            0.0
+        } else {
+            total as f64 / records.len() as f64
+        },
         median_words: q(0.5),
         p90_words: q(0.9),
         max_words: lens.last().copied().unwrap_or(0),
         vocab_size: vocab.len(),
-        type_token_ratio: if total > 0 { vocab.len() as f64 / total as f64 } else { 0.0 },
-        distinct_2: if n_bi > 0 { bigrams.len() as f64 / n_bi as f64 } else { 0.0 },
+        type_token_ratio: if total > 0 {
+            vocab.len() as f64 / total as f64
+        } else {
+            0.0
+        },
+        distinct_2: if n_bi > 0 {
+            bigrams.len() as f64 / n_bi as f64
+        } else {
+            0.0
+        },
         label_counts,
     }
 }
@@ -209,7 +221,7 @@ pub fn memorization(
     let mut vocab: HashMap<String, u32> = HashMap::new();
     let mut seq: Vec<u32> = Vec::new();
     let mut owner: Vec<u32> = Vec::new(); // training record index of each position
-    // sentinel ids count down from u32::MAX so no n-gram crosses two records
+                                          // sentinel ids count down from u32::MAX so no n-gram crosses two records
     let mut sentinel = u32::MAX;
     for (ri, r) in train.iter().enumerate() {
         for w in words(&r.text) {
@@ -285,7 +297,9 @@ pub fn memorization(
     (
         summary,
         MemorizationPrivate {
-            warning: "PRIVATE: quotes sensitive training records. Do not share or publish this file.".into(),
+            warning:
+                "PRIVATE: quotes sensitive training records. Do not share or publish this file."
+                    .into(),
             worst_examples,
         },
     )
@@ -306,7 +320,10 @@ mod tests {
 
     #[test]
     fn word_tokenizer() {
-        assert_eq!(words("It's a GREAT film... 10/10!"), vec!["it's", "a", "great", "film", "10", "10"]);
+        assert_eq!(
+            words("It's a GREAT film... 10/10!"),
+            vec!["it's", "a", "great", "film", "10", "10"]
+        );
         assert!(words("  ").is_empty());
     }
 
@@ -335,10 +352,10 @@ mod tests {
             rec("t3", "a b c d e"),
         ];
         let synth = vec![
-            rec("s1", "honestly the movie was a total mess"),   // 6 words with t1
-            rec("s2", "to finish the job"),                       // "to finish" (t1) / "finish the job" (t2): 3; "to finish the" would cross records
+            rec("s1", "honestly the movie was a total mess"), // 6 words with t1
+            rec("s2", "to finish the job"), // "to finish" (t1) / "finish the job" (t2): 3; "to finish the" would cross records
             rec("s3", "nothing shared here zzz"),
-            rec("s4", "A B C D E"),                               // exact duplicate of t3 (normalized)
+            rec("s4", "A B C D E"), // exact duplicate of t3 (normalized)
         ];
         let ts: Vec<Vec<String>> = train.iter().map(|r| words(&r.text)).collect();
         let (sum, private) = memorization(&synth, &train, 10, 5);
@@ -351,7 +368,11 @@ mod tests {
         assert_eq!(worst.synthetic_id, "s1");
         assert_eq!(worst.train_id, "t1");
         assert_eq!(worst.shared_ngram, "the movie was a total mess");
-        let s2 = private.worst_examples.iter().find(|e| e.synthetic_id == "s2").unwrap();
+        let s2 = private
+            .worst_examples
+            .iter()
+            .find(|e| e.synthetic_id == "s2")
+            .unwrap();
         assert_eq!(s2.shared_ngram_words, 3);
         assert_eq!(s2.train_id, "t2");
         // the shareable summary has no text
@@ -364,15 +385,32 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let mk = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| -> String {
-            (0..n).map(|_| ["a", "b", "c", "d"][rng.random_range(0..4)]).collect::<Vec<_>>().join(" ")
+            (0..n)
+                .map(|_| ["a", "b", "c", "d"][rng.random_range(0..4)])
+                .collect::<Vec<_>>()
+                .join(" ")
         };
-        let train: Vec<Record> = (0..8).map(|i| { let n = rng.random_range(0..12); rec(&format!("t{i}"), &mk(&mut rng, n)) }).collect();
-        let synth: Vec<Record> = (0..30).map(|i| { let n = rng.random_range(0..15); rec(&format!("s{i}"), &mk(&mut rng, n)) }).collect();
+        let train: Vec<Record> = (0..8)
+            .map(|i| {
+                let n = rng.random_range(0..12);
+                rec(&format!("t{i}"), &mk(&mut rng, n))
+            })
+            .collect();
+        let synth: Vec<Record> = (0..30)
+            .map(|i| {
+                let n = rng.random_range(0..15);
+                rec(&format!("s{i}"), &mk(&mut rng, n))
+            })
+            .collect();
         let ts: Vec<Vec<String>> = train.iter().map(|r| words(&r.text)).collect();
         let (_, private) = memorization(&synth, &train, 100, 5);
         for s in &synth {
             let want = brute(&words(&s.text), &ts);
-            let got = private.worst_examples.iter().find(|e| e.synthetic_id == s.id).map_or(0, |e| e.shared_ngram_words);
+            let got = private
+                .worst_examples
+                .iter()
+                .find(|e| e.synthetic_id == s.id)
+                .map_or(0, |e| e.shared_ngram_words);
             assert_eq!(got, want, "{}", s.text);
         }
     }

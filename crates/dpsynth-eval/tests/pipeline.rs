@@ -9,16 +9,35 @@ use dpsynth_eval::embed::find_minilm_dir;
 use dpsynth_eval::{evaluate, ClassifierKind, EvalConfig, Progress, TrainingSet};
 
 fn rec(id: usize, text: &str, label: &str) -> Record {
-    Record { id: format!("r{id}"), text: text.into(), label: label.into(), user: None }
+    Record {
+        id: format!("r{id}"),
+        text: text.into(),
+        label: label.into(),
+        user: None,
+    }
 }
 
 fn corpus(n: usize, offset: usize) -> Vec<Record> {
-    let pos = ["a great and moving film", "wonderful acting and a fun story", "i loved this great movie", "fun , smart and moving"];
-    let neg = ["a dull and boring film", "awful acting and a boring story", "i hated this dull movie", "boring , dumb and slow"];
+    let pos = [
+        "a great and moving film",
+        "wonderful acting and a fun story",
+        "i loved this great movie",
+        "fun , smart and moving",
+    ];
+    let neg = [
+        "a dull and boring film",
+        "awful acting and a boring story",
+        "i hated this dull movie",
+        "boring , dumb and slow",
+    ];
     (0..n)
         .map(|i| {
             let j = i + offset;
-            if i % 2 == 0 { rec(j, &format!("{} {}", pos[j % 4], j), "pos") } else { rec(j, &format!("{} {}", neg[j % 4], j), "neg") }
+            if i % 2 == 0 {
+                rec(j, &format!("{} {}", pos[j % 4], j), "pos")
+            } else {
+                rec(j, &format!("{} {}", neg[j % 4], j), "neg")
+            }
         })
         .collect()
 }
@@ -34,7 +53,14 @@ fn cnn_only(syn: std::path::PathBuf, tr: std::path::PathBuf, te: std::path::Path
     cfg.classifiers = vec![ClassifierKind::Cnn];
     cfg.mauve_max_texts = 0; // no MiniLM needed
     cfg.cache_dir = None;
-    cfg.cnn = CnnConfig { embed_dim: 8, filters: 8, max_epochs: 8, min_count: 1, ..CnnConfig::default() };
+    cfg.cnn = CnnConfig {
+        embed_dim: 8,
+        filters: 8,
+        max_epochs: 10,
+        batch_size: 8,
+        min_count: 1,
+        ..CnnConfig::default()
+    };
     cfg
 }
 
@@ -46,7 +72,11 @@ fn cnn_pipeline_without_assets_and_private_file_separation() {
     // synthetic: one verbatim training record + others
     let mut syn = corpus(40, 2000);
     syn.push(train[3].clone());
-    let (s, tr, te) = (write(tmp.path(), "s.jsonl", &syn), write(tmp.path(), "tr.jsonl", &train), write(tmp.path(), "te.jsonl", &test));
+    let (s, tr, te) = (
+        write(tmp.path(), "s.jsonl", &syn),
+        write(tmp.path(), "tr.jsonl", &train),
+        write(tmp.path(), "te.jsonl", &test),
+    );
     let mut cfg = cnn_only(s, tr, te);
     cfg.out_dir = Some(tmp.path().join("out"));
     let rep = evaluate(&cfg, &Progress::hidden()).unwrap();
@@ -60,9 +90,13 @@ fn cnn_pipeline_without_assets_and_private_file_separation() {
     assert_eq!(rep.memorization.exact_duplicates, 1);
     assert!(rep.memorization.max_longest_shared_ngram >= 5);
     let metrics = std::fs::read_to_string(tmp.path().join("out/metrics.json")).unwrap();
-    let private = std::fs::read_to_string(tmp.path().join("out/memorization_private.json")).unwrap();
+    let private =
+        std::fs::read_to_string(tmp.path().join("out/memorization_private.json")).unwrap();
     assert!(private.contains(&train[3].text) && private.contains("PRIVATE"));
-    assert!(!metrics.contains(&train[3].text), "metrics.json must not quote training records");
+    assert!(
+        !metrics.contains(&train[3].text),
+        "metrics.json must not quote training records"
+    );
     assert!(rep.table().contains("synthetic → real test"));
 }
 
@@ -71,22 +105,36 @@ fn label_mismatch_single_class_and_empty_texts_are_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let train = corpus(40, 0);
     let test = corpus(20, 500);
-    let mut syn: Vec<Record> = corpus(20, 900).into_iter().filter(|r| r.label == "pos").collect();
+    let mut syn: Vec<Record> = corpus(20, 900)
+        .into_iter()
+        .filter(|r| r.label == "pos")
+        .collect();
     syn.push(rec(9999, "   ", "pos"));
     syn.push(rec(9998, "an odd one", "neutral"));
-    let (s, tr, te) = (write(tmp.path(), "s.jsonl", &syn), write(tmp.path(), "tr.jsonl", &train), write(tmp.path(), "te.jsonl", &test));
+    let (s, tr, te) = (
+        write(tmp.path(), "s.jsonl", &syn),
+        write(tmp.path(), "tr.jsonl", &train),
+        write(tmp.path(), "te.jsonl", &test),
+    );
     let mut cfg = cnn_only(s, tr, te);
     cfg.real_baseline = false;
     let rep = evaluate(&cfg, &Progress::hidden()).unwrap();
     assert_eq!(rep.labels.missing_in_synthetic, vec!["neg".to_string()]);
     assert_eq!(rep.labels.only_in_synthetic, vec!["neutral".to_string()]);
-    assert!(rep.warnings.iter().any(|w| w.contains("empty text")), "{:?}", rep.warnings);
+    assert!(
+        rep.warnings.iter().any(|w| w.contains("empty text")),
+        "{:?}",
+        rep.warnings
+    );
     assert_eq!(rep.labels.labels.len(), 3);
     // "neg" test examples can never be right
     assert!(rep.rows[0].metrics.accuracy <= 0.5 + 1e-9);
 
     // one class only
-    let syn1: Vec<Record> = corpus(20, 900).into_iter().filter(|r| r.label == "pos").collect();
+    let syn1: Vec<Record> = corpus(20, 900)
+        .into_iter()
+        .filter(|r| r.label == "pos")
+        .collect();
     let s1 = write(tmp.path(), "s1.jsonl", &syn1);
     let mut cfg1 = cnn_only(s1, cfg.train.clone(), cfg.test.clone());
     cfg1.real_baseline = false;
@@ -95,12 +143,24 @@ fn label_mismatch_single_class_and_empty_texts_are_reported() {
     assert!(rep1.warnings.iter().any(|w| w.contains("single class")));
 
     // all-empty synthetic file: a clear error
-    let s2 = write(tmp.path(), "s2.jsonl", &[rec(1, "", "pos"), rec(2, " ", "neg")]);
-    let err = evaluate(&cnn_only(s2, cfg.train.clone(), cfg.test.clone()), &Progress::hidden()).unwrap_err();
+    let s2 = write(
+        tmp.path(),
+        "s2.jsonl",
+        &[rec(1, "", "pos"), rec(2, " ", "neg")],
+    );
+    let err = evaluate(
+        &cnn_only(s2, cfg.train.clone(), cfg.test.clone()),
+        &Progress::hidden(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("empty text"), "{err}");
     // empty file
     let s3 = write(tmp.path(), "s3.jsonl", &[]);
-    let err = evaluate(&cnn_only(s3, cfg.train.clone(), cfg.test.clone()), &Progress::hidden()).unwrap_err();
+    let err = evaluate(
+        &cnn_only(s3, cfg.train.clone(), cfg.test.clone()),
+        &Progress::hidden(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("no records"), "{err}");
 }
 
@@ -114,7 +174,11 @@ fn logreg_mauve_and_dp_baseline_with_real_minilm() {
     let train = corpus(120, 0);
     let test = corpus(40, 1000);
     let syn = corpus(60, 3000);
-    let (s, tr, te) = (write(tmp.path(), "s.jsonl", &syn), write(tmp.path(), "tr.jsonl", &train), write(tmp.path(), "te.jsonl", &test));
+    let (s, tr, te) = (
+        write(tmp.path(), "s.jsonl", &syn),
+        write(tmp.path(), "tr.jsonl", &train),
+        write(tmp.path(), "te.jsonl", &test),
+    );
     let mut cfg = EvalConfig::new(s, tr, te);
     cfg.classifiers = vec![ClassifierKind::Logreg];
     cfg.cache_dir = Some(tmp.path().join("cache"));
@@ -124,14 +188,29 @@ fn logreg_mauve_and_dp_baseline_with_real_minilm() {
     cfg.dp_logreg.epochs = 20;
     let rep = evaluate(&cfg, &Progress::hidden()).unwrap();
     assert_eq!(rep.rows.len(), 3);
-    assert!(rep.rows[0].metrics.accuracy > 0.9, "synthetic→real {:?}", rep.rows[0].metrics);
+    assert!(
+        rep.rows[0].metrics.accuracy > 0.9,
+        "synthetic→real {:?}",
+        rep.rows[0].metrics
+    );
     assert!(rep.rows[1].metrics.accuracy > 0.9);
     let dp = rep.rows[2].dp.as_ref().unwrap();
     assert!(dp.epsilon_spent <= 8.0);
-    assert!(rep.rows[2].metrics.accuracy > 0.7, "DP ε=8 {:?}", rep.rows[2].metrics);
+    assert!(
+        rep.rows[2].metrics.accuracy > 0.7,
+        "DP ε=8 {:?}",
+        rep.rows[2].metrics
+    );
     let m = rep.mauve.as_ref().unwrap();
-    assert!(m.mauve > 0.5, "similar corpora give high MAUVE: {}", m.mauve);
+    assert!(
+        m.mauve > 0.5,
+        "similar corpora give high MAUVE: {}",
+        m.mauve
+    );
     assert_eq!(rep.embedding_cache_hits, 0);
     let rep2 = evaluate(&cfg, &Progress::hidden()).unwrap();
-    assert_eq!(rep2.embedding_cache_hits, 3, "second evaluation reads the cache");
+    assert_eq!(
+        rep2.embedding_cache_hits, 3,
+        "second evaluation reads the cache"
+    );
 }
