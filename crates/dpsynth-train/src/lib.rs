@@ -8,6 +8,7 @@
 //! clip and sum → [`dp::ClippedSum`] → noise → [`dp::NoisyGradient`] → [`optim::AdamW`].
 
 pub mod adapter_io;
+pub mod bench;
 pub mod checkpoint;
 pub mod dp;
 pub mod error;

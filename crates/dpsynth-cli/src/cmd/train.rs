@@ -1,6 +1,248 @@
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+//! `dpsynth train`: DP fine-tuning (LoRA, prompt tuning or full) with a privacy ledger.
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`dpsynth train` is not implemented yet")
+use std::path::PathBuf;
+
+use anyhow::Context;
+use dpsynth_lm::LoraConfig;
+use dpsynth_train::{LabelDistribution, Method, Progress, StepInfo, TrainConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Fine-tune the language model on your sensitive records with DP-SGD.
+///
+/// Each record becomes `prefix(label) + text + EOS`; the prefix (the --template with the
+/// label filled in) is context only, the text is learned. Batches are drawn by Poisson
+/// sampling (rate q = expected batch / records), every example's gradient is clipped to
+/// --clip-norm, Gaussian noise with σ·C is added once per step, and the privacy ledger
+/// (RUN_DIR/privacy.json) records every ε spent. σ is calibrated from --epsilon/--delta and
+/// the number of steps, or given with --noise-multiplier (then ε is reported, and the run
+/// stops when --epsilon would be exceeded).
+///
+/// Writes RUN_DIR/{privacy.json, config.json, run.json, loss.csv, adapter/, checkpoint/}.
+/// loss.csv and the progress bar's loss are NOT private (raw loss on private batches).
+///
+/// Example: dpsynth train --data train.jsonl --epsilon 8 --epochs 3 --out runs/rt-lora
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Prepared JSONL ({"id","text","label"[,"user"]} per line; see `dpsynth data prepare`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Base model: GGUF file or Hugging Face directory.
+    #[arg(long, default_value = "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")]
+    pub model: PathBuf,
+    /// Run directory for the adapter, ledger, config and logs.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// What to train: lora, prompt (prompt tuning) or full (every weight).
+    #[arg(long, default_value = "lora", value_parser = ["lora", "prompt", "full"])]
+    pub method: String,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    /// LoRA alpha (scaling = alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f64,
+    /// LoRA target modules (comma-separated: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
+    #[arg(long, default_value = "q_proj,v_proj", value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Prompt tuning: number of virtual tokens.
+    #[arg(long, default_value_t = 20)]
+    pub virtual_tokens: usize,
+    /// Prefix template; `{label}` is replaced by each record's label.
+    #[arg(long, default_value = "Write a {label} text:\n")]
+    pub template: String,
+    /// Privacy budget ε (σ is calibrated to it unless --noise-multiplier is given).
+    #[arg(long, default_value_t = 8.0)]
+    pub epsilon: f64,
+    /// δ (default 1/n^1.1 for n records or users).
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// Noise multiplier σ instead of calibration (ε is reported; the run stops at --epsilon).
+    #[arg(long)]
+    pub noise_multiplier: Option<f64>,
+    /// Train without clipping and noise: NO privacy (for comparison only).
+    #[arg(long)]
+    pub no_dp: bool,
+    /// Per-example L2 clip norm C.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    /// Epochs (steps = epochs / q).
+    #[arg(long, default_value_t = 1.0, conflicts_with = "steps")]
+    pub epochs: f64,
+    /// Number of logical steps (instead of --epochs).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Expected logical batch size (records, or users with --user-level).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Examples per forward/backward pass (memory vs speed; no privacy effect).
+    #[arg(long, default_value_t = 8)]
+    pub physical_batch: usize,
+    /// Peak learning rate (AdamW, linear warm-up then linear decay).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Fraction of steps for warm-up.
+    #[arg(long, default_value_t = 0.05)]
+    pub warmup: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Text tokens kept per record (truncation is per record: no privacy effect).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Seed for sampling and noise: reproducible but NOT secure (default: OS entropy).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// User-level DP: sample users and clip each user's summed gradient (records need `user`).
+    #[arg(long)]
+    pub user_level: bool,
+    /// Records used per user with --user-level.
+    #[arg(long, default_value_t = 4)]
+    pub max_records_per_user: usize,
+    /// Label distribution for synthesis: uniform, dp (Gaussian-noised histogram, costs budget) or a JSON file {"label": weight}.
+    #[arg(long, default_value = "dp")]
+    pub label_distribution: String,
+    /// σ of the DP label histogram (default: calibrated to --label-budget-share of ε).
+    #[arg(long)]
+    pub label_noise_multiplier: Option<f64>,
+    /// Share of ε for the DP label histogram.
+    #[arg(long, default_value_t = 0.05)]
+    pub label_budget_share: f64,
+    /// Checkpoint (ledger first) every N steps.
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: u64,
+    /// Continue the run in --out from its last checkpoint (same settings required).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl Args {
+    pub fn to_config(&self) -> anyhow::Result<TrainConfig> {
+        let method = match self.method.as_str() {
+            "lora" => Method::Lora(LoraConfig {
+                rank: self.rank,
+                alpha: self.alpha,
+                targets: self.targets.clone(),
+            }),
+            "prompt" => Method::Prompt {
+                virtual_tokens: self.virtual_tokens,
+            },
+            _ => Method::Full,
+        };
+        let label_distribution: LabelDistribution = self
+            .label_distribution
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        let label_distribution = if self.no_dp && label_distribution == LabelDistribution::Dp {
+            LabelDistribution::Uniform
+        } else {
+            label_distribution
+        };
+        let mut c = TrainConfig::new(self.data.clone(), self.model.clone(), self.out.clone());
+        c.method = method;
+        c.template = self.template.replace("\\n", "\n");
+        c.max_tokens = self.max_tokens;
+        c.epsilon = if self.no_dp { None } else { Some(self.epsilon) };
+        c.delta = self.delta;
+        c.noise_multiplier = self.noise_multiplier;
+        c.no_dp = self.no_dp;
+        c.clip_norm = self.clip_norm;
+        c.epochs = if self.steps.is_some() { None } else { Some(self.epochs) };
+        c.steps = self.steps;
+        c.expected_batch = self.batch_size;
+        c.physical_batch = self.physical_batch;
+        c.lr = self.lr;
+        c.warmup = self.warmup;
+        c.weight_decay = self.weight_decay;
+        c.seed = self.seed;
+        c.user_level = self.user_level;
+        c.max_records_per_user = self.max_records_per_user;
+        c.label_distribution = label_distribution;
+        c.label_noise_multiplier = self.label_noise_multiplier;
+        c.label_budget_share = self.label_budget_share;
+        c.checkpoint_every = self.checkpoint_every;
+        c.resume = self.resume;
+        Ok(c)
+    }
+}
+
+/// An indicatif progress bar with loss, ε and ETA.
+pub struct Bar {
+    bar: Option<ProgressBar>,
+}
+
+impl Bar {
+    pub fn new() -> Self {
+        Self { bar: None }
+    }
+}
+
+impl Default for Bar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for Bar {
+    fn start(&mut self, total: u64, done: u64) {
+        let b = ProgressBar::new(total);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} train [{bar:30}] {pos}/{len} steps  {msg}  {elapsed_precise} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_position(done);
+        self.bar = Some(b);
+    }
+    fn step(&mut self, i: &StepInfo) {
+        if let Some(b) = &self.bar {
+            b.set_position(i.step);
+            let eps = i.epsilon.map(|e| format!("ε≤{e:.3}")).unwrap_or_else(|| "no DP".into());
+            b.set_message(format!("loss {:.4} batch {} {eps}", i.loss, i.batch));
+        }
+    }
+    fn message(&mut self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = args.to_config()?;
+    if cfg.seed.is_some() {
+        eprintln!("warning: --seed makes sampling and noise reproducible but NOT secure");
+    }
+    let s = dpsynth_train::train(&cfg, &mut Bar::new()).context("training failed")?;
+    println!("run directory    {}", s.run_dir.display());
+    println!("method           {} ({} trainable parameters)", s.method, s.trainable_parameters);
+    println!("records / units  {} / {}", s.records, s.units);
+    println!("steps            {} of {}", s.steps_done, s.steps_planned);
+    println!("sampling rate q  {:.5}", s.sampling_probability);
+    match (s.noise_multiplier, s.epsilon_pld) {
+        (Some(sig), Some(e)) => {
+            println!("noise σ          {sig:.4}");
+            println!(
+                "privacy          ε = {e:.4} (PLD), ε = {:.4} (RDP) at δ = {:.3e}",
+                s.epsilon_rdp.unwrap_or(f64::NAN),
+                s.delta
+            );
+        }
+        _ => println!("privacy          NONE (--no-dp)"),
+    }
+    if let Some(l) = s.final_loss {
+        println!("final loss       {l:.4} (mean of the last steps)");
+    }
+    if let Some(m) = &s.stopped_early {
+        println!("note             {m}");
+    }
+    println!("time             {:.1} s", s.seconds);
+    Ok(())
 }
