@@ -70,24 +70,94 @@ fn privacy_rows() -> Vec<BenchRow> {
 }
 
 fn generation_rows() -> Vec<BenchRow> {
-    vec![skipped(
-        "generation",
-        "not wired: dpsynth-lm exposes no bench entry point in this build",
-    )]
+    let assets = dpsynth_report::config::default_assets_dir();
+    let model = assets.join(dpsynth_report::defaults::MODEL);
+    if !model.is_file() {
+        return vec![skipped(
+            "generation",
+            "model asset missing (scripts/fetch-assets.sh)",
+        )];
+    }
+    match dpsynth_lm::bench::generation_bench(&model, &dpsynth_lm::bench::BenchOptions::default()) {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| BenchRow {
+                suite: "generation".into(),
+                name: format!(
+                    "{:?} weights, batch {}, {} × {} new tokens",
+                    r.weights, r.batch_size, r.sequences, r.new_tokens
+                ),
+                value: format!("{:.1}", r.tokens_per_second),
+                unit: "tokens/s".into(),
+                note: r
+                    .peak_rss_bytes
+                    .map(|b| format!("peak RSS {:.2} GB", b as f64 / 1e9))
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        Err(e) => vec![skipped("generation", &format!("failed: {e}"))],
+    }
 }
 
 fn train_rows() -> Vec<BenchRow> {
-    vec![skipped(
-        "train",
-        "not wired: dpsynth-train exposes no bench entry point in this build",
-    )]
+    let assets = dpsynth_report::config::default_assets_dir();
+    let model = assets.join(dpsynth_report::defaults::MODEL);
+    if !model.is_file() {
+        return vec![skipped(
+            "train",
+            "model asset missing (scripts/fetch-assets.sh)",
+        )];
+    }
+    let opts = dpsynth_train::bench::TrainBenchOptions {
+        model: Some(model),
+        ..Default::default()
+    };
+    match dpsynth_train::bench::run_train_bench(&opts) {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| BenchRow {
+                suite: "train".into(),
+                name: format!(
+                    "DP step {} {} ({} params, batch {}×{})",
+                    r.method, r.mode, r.trainable_parameters, opts.batch, opts.seq_len
+                ),
+                value: format!("{:.2}", r.median_s_per_step),
+                unit: "s/step".into(),
+                note: format!(
+                    "{:.2} examples/s{}",
+                    r.examples_per_s,
+                    r.peak_rss_gb
+                        .map(|g| format!(", peak RSS {g:.2} GB"))
+                        .unwrap_or_default()
+                ),
+            })
+            .collect(),
+        Err(e) => vec![skipped("train", &format!("failed: {e}"))],
+    }
 }
 
 fn embedding_rows() -> Vec<BenchRow> {
-    vec![skipped(
-        "embedding",
-        "not wired: dpsynth-eval exposes no bench entry point in this build",
-    )]
+    let assets = dpsynth_report::config::default_assets_dir();
+    let minilm = assets.join(dpsynth_report::defaults::EMBEDDING_MODEL);
+    if !minilm.is_dir() {
+        return vec![skipped(
+            "embedding",
+            "MiniLM asset missing (scripts/fetch-assets.sh)",
+        )];
+    }
+    match dpsynth_eval::bench::bench_rows(Some(&minilm), None) {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| BenchRow {
+                suite: "embedding".into(),
+                name: r.name,
+                value: format!("{:.1}", r.value),
+                unit: r.unit,
+                note: String::new(),
+            })
+            .collect(),
+        Err(e) => vec![skipped("embedding", &format!("failed: {e}"))],
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

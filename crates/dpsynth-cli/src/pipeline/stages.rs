@@ -299,13 +299,73 @@ fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow
     })
 }
 
+/// An indicatif bar for synthesis.
+struct SynthBar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl dpsynth_train::synth::SynthProgress for SynthBar {
+    fn start(&mut self, total: usize) {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "  synthesize  [{bar:30}] {pos}/{len} records {msg} ({elapsed} < {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        self.bar = Some(bar);
+    }
+    fn written(&mut self, done: usize, tps: f64) {
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+            b.set_message(format!("{tps:.0} tok/s"));
+        }
+    }
+    fn message(&mut self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("  synthesize: {msg}")),
+            None => eprintln!("  synthesize: {msg}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Sample the synthetic dataset from the trained run: post-processing, no privacy cost. Labels
+/// follow the DP label histogram (via `label_weights.json`).
 fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
-    let h: dpsynth_report::LabelHistogram =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(files::HISTOGRAM))?)?;
-    let _per_label = privacy::allocate(&h, cfg.synth.count);
-    anyhow::bail!(
-        "the synthesize stage is not wired yet: dpsynth-train exposes no `synthesize` entry point in this build"
-    )
+    use dpsynth_train::synth::{synthesize, SynthConfig};
+    let out = dir.join(files::SYNTHETIC);
+    let mut sc = SynthConfig::new(
+        dir.join(files::TRAIN_DIR),
+        cfg.synth.count as usize,
+        out.clone(),
+    );
+    sc.label_distribution = Some(dpsynth_train::LabelDistribution::File(
+        dir.join(LABEL_WEIGHTS),
+    ));
+    sc.temperature = cfg.synth.temperature;
+    sc.top_p = (cfg.synth.top_p < 1.0).then_some(cfg.synth.top_p);
+    sc.max_new_tokens = cfg.synth.max_new_tokens as usize;
+    sc.batch_size = cfg.synth.batch_size as usize;
+    sc.seed = cfg.run.seed;
+    sc.model = Some(cfg.model_path());
+    let mut bar = SynthBar { bar: None };
+    let s = synthesize(&sc, &mut bar).context("synthesis")?;
+    dpsynth_train::synth::SynthProgress::finish(&mut bar);
+    anyhow::ensure!(
+        s.written > 0,
+        "synthesis wrote no records (requested {})",
+        s.requested
+    );
+    Ok(StageOut {
+        outputs: vec![out],
+        summary: json!({"written": s.written, "requested": s.requested, "tokens_per_second": s.tokens_per_second}),
+    })
 }
 
 fn evaluate(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
