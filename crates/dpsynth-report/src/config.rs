@@ -863,7 +863,7 @@ pub fn fmt_eps(eps: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// An assets folder with the layout validation looks for.

@@ -424,3 +424,64 @@ pub fn write_sweep_report(dir: &Path) -> Result<Written, StageError> {
 pub fn is_sweep_dir(dir: &Path) -> bool {
     dir.join("sweep.json").is_file()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_checks_every_point_and_shares_references() {
+        let a = crate::config::tests::fake_assets();
+        let ov = vec![Override::new("data.assets", a.path().to_str().unwrap())];
+        let p = plan(None, None, &ov).unwrap();
+        // Default grid: ε ∈ {1, 3, 8, ∞} × {lora, prompt, full} on one dataset.
+        assert_eq!(p.points.len(), 12);
+        let baselines = p
+            .points
+            .iter()
+            .filter(|(_, r)| r.config.eval.baseline)
+            .count();
+        let ceilings = p
+            .points
+            .iter()
+            .filter(|(_, r)| r.config.eval.ceiling)
+            .count();
+        assert_eq!(baselines, 4, "one DP-SGD baseline per ε");
+        assert_eq!(ceilings, 1, "one non-private ceiling per dataset");
+        let (pt, r) = &p.points[0];
+        assert_eq!(pt.dir, PathBuf::from("rotten-tomatoes/lora-eps1"));
+        assert_eq!(
+            r.config.run_dir(),
+            PathBuf::from("sweeps/default/rotten-tomatoes/lora-eps1")
+        );
+        assert!(p.points.last().unwrap().1.config.is_non_private());
+        // A bad point fails the whole plan before anything runs, naming the key.
+        let bad = SweepGrid {
+            methods: vec!["lora".into(), "adapterz".into()],
+            ..Default::default()
+        };
+        let e = plan(None, Some(bad), &ov).unwrap_err();
+        assert_eq!(e.key(), Some("train.method"));
+        let bad = SweepGrid {
+            epsilons: vec![-1.0],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(None, Some(bad), &ov).unwrap_err().key(),
+            Some("sweep.epsilons")
+        );
+        // A sweep file: [sweep] plus base sections; unknown keys in either are errors.
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("sweep.toml");
+        std::fs::write(
+            &f,
+            "[sweep]\nepsilons = [2, inf]\nmethods = [\"prompt\"]\n[train]\nsteps = 7\n",
+        )
+        .unwrap();
+        let p = plan(Some(&f), None, &ov).unwrap();
+        assert_eq!(p.points.len(), 2);
+        assert!(p.points.iter().all(|(_, r)| r.config.train.steps == 7));
+        std::fs::write(&f, "[sweep]\nepsilon = [2]\n").unwrap();
+        assert_eq!(plan(Some(&f), None, &ov).unwrap_err().key(), Some("sweep"));
+    }
+}
