@@ -15,7 +15,10 @@ use dpsynth_lm::{LlamaConfig, LlamaWeights, LoraConfig};
 use serde::Serialize;
 
 use crate::dp::PerExampleGrads;
-use crate::model::{batched_per_example_grads, Example, FullVars, Method, Params, TrainBatch, TrainModel, Trainables};
+use crate::model::{
+    batched_per_example_grads, Example, FullVars, Method, Params, TrainBatch, TrainModel,
+    Trainables,
+};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::{DpRng, SeedPolicy};
 use crate::Result;
@@ -36,7 +39,9 @@ pub struct TrainBenchOptions {
 impl Default for TrainBenchOptions {
     fn default() -> Self {
         Self {
-            model: Some(PathBuf::from("assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")),
+            model: Some(PathBuf::from(
+                "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            )),
             batch: 8,
             seq_len: 128,
             steps: 3,
@@ -152,7 +157,11 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
             let med = median(times);
             rows.push(TrainBenchRow {
                 method: m.clone(),
-                mode: if dp { "DP-SGD".into() } else { "non-private".into() },
+                mode: if dp {
+                    "DP-SGD".into()
+                } else {
+                    "non-private".into()
+                },
                 trainable_parameters: n,
                 median_s_per_step: med,
                 examples_per_s: opts.batch as f64 / med,
@@ -194,12 +203,19 @@ fn step_once(
         return Ok(());
     }
     // Non-private: one backward of the batch loss with shared parameters.
-    let vars: Vec<Var> = params.tensors.iter().map(Var::from_tensor).collect::<candle_core::Result<_>>()?;
+    let vars: Vec<Var> = params
+        .tensors
+        .iter()
+        .map(Var::from_tensor)
+        .collect::<candle_core::Result<_>>()?;
     let b = refs.len();
     let batch = TrainBatch::new(refs, method.virtual_tokens(), dev)?;
     let grads = match method {
         Method::Full => {
-            let vp = Params { names: params.names.clone(), tensors: vars.iter().map(|v| v.as_tensor().clone()).collect() };
+            let vp = Params {
+                names: params.names.clone(),
+                tensors: vars.iter().map(|v| v.as_tensor().clone()).collect(),
+            };
             let fw = vp.to_full_weights(w)?;
             let model = TrainModel::new(&fw);
             let (loss, _) = model.loss(&batch, &Trainables::Full(&fw))?;
@@ -211,23 +227,46 @@ fn step_once(
             for (i, n) in params.names.iter().enumerate().step_by(2) {
                 let parts: Vec<&str> = n.split('.').collect();
                 let l: usize = parts[1].parse().unwrap_or(0);
-                let a = vars[i].as_tensor().unsqueeze(0)?.broadcast_as((b, vars[i].dims()[0], vars[i].dims()[1]))?;
-                let bb = vars[i + 1].as_tensor().unsqueeze(0)?.broadcast_as((b, vars[i + 1].dims()[0], vars[i + 1].dims()[1]))?;
+                let a = vars[i].as_tensor().unsqueeze(0)?.broadcast_as((
+                    b,
+                    vars[i].dims()[0],
+                    vars[i].dims()[1],
+                ))?;
+                let bb = vars[i + 1].as_tensor().unsqueeze(0)?.broadcast_as((
+                    b,
+                    vars[i + 1].dims()[0],
+                    vars[i + 1].dims()[1],
+                ))?;
                 ab.insert((l, parts[2].to_string()), (a, bb));
             }
-            let (loss, _) = model.loss(&batch, &Trainables::Lora { ab, scaling: c.scaling() })?;
+            let (loss, _) = model.loss(
+                &batch,
+                &Trainables::Lora {
+                    ab,
+                    scaling: c.scaling(),
+                },
+            )?;
             loss.backward()?
         }
         Method::Prompt { .. } => {
             let model = TrainModel::new(w);
-            let p = vars[0].as_tensor().unsqueeze(0)?.broadcast_as((b, vars[0].dims()[0], vars[0].dims()[1]))?;
+            let p = vars[0].as_tensor().unsqueeze(0)?.broadcast_as((
+                b,
+                vars[0].dims()[0],
+                vars[0].dims()[1],
+            ))?;
             let (loss, _) = model.loss(&batch, &Trainables::Prompt(p))?;
             loss.backward()?
         }
     };
     let g: Vec<candle_core::Tensor> = vars
         .iter()
-        .map(|v| grads.get(v.as_tensor()).cloned().ok_or_else(|| crate::TrainError::Other("missing grad".into())))
+        .map(|v| {
+            grads
+                .get(v.as_tensor())
+                .cloned()
+                .ok_or_else(|| crate::TrainError::Other("missing grad".into()))
+        })
         .collect::<Result<_>>()?;
     let peg = PerExampleGrads::single(g)?;
     let np = peg.sum_without_privacy()?.into_gradient(eb)?;
@@ -248,7 +287,9 @@ pub fn format_table(rows: &[TrainBenchRow]) -> String {
             r.trainable_parameters,
             r.median_s_per_step,
             r.examples_per_s,
-            r.peak_rss_gb.map(|g| format!("{g:.2}")).unwrap_or_else(|| "-".into())
+            r.peak_rss_gb
+                .map(|g| format!("{g:.2}"))
+                .unwrap_or_else(|| "-".into())
         ));
     }
     s

@@ -112,13 +112,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     c.model = args.model;
     c.weights = args.weights;
     let s = synthesize(&c, &mut Bar(None)).context("synthesis failed")?;
-    println!("wrote {} of {} records to {}", s.written, s.requested, s.out.display());
+    println!(
+        "wrote {} of {} records to {}",
+        s.written,
+        s.requested,
+        s.out.display()
+    );
     for (l, want, got) in &s.per_label {
         println!("  {l:<20} {got} / {want}");
     }
     println!(
         "duplicates removed {}, filtered by length {}, {} tokens at {:.1} tokens/s, {:.1} s",
-        s.duplicates_removed, s.filtered_by_length, s.generated_tokens, s.tokens_per_second, s.seconds
+        s.duplicates_removed,
+        s.filtered_by_length,
+        s.generated_tokens,
+        s.tokens_per_second,
+        s.seconds
     );
     Ok(())
 }

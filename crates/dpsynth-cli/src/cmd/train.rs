@@ -146,7 +146,11 @@ impl Args {
         c.noise_multiplier = self.noise_multiplier;
         c.no_dp = self.no_dp;
         c.clip_norm = self.clip_norm;
-        c.epochs = if self.steps.is_some() { None } else { Some(self.epochs) };
+        c.epochs = if self.steps.is_some() {
+            None
+        } else {
+            Some(self.epochs)
+        };
         c.steps = self.steps;
         c.expected_batch = self.batch_size;
         c.physical_batch = self.physical_batch;
@@ -198,7 +202,10 @@ impl Progress for Bar {
     fn step(&mut self, i: &StepInfo) {
         if let Some(b) = &self.bar {
             b.set_position(i.step);
-            let eps = i.epsilon.map(|e| format!("ε≤{e:.3}")).unwrap_or_else(|| "no DP".into());
+            let eps = i
+                .epsilon
+                .map(|e| format!("ε≤{e:.3}"))
+                .unwrap_or_else(|| "no DP".into());
             b.set_message(format!("loss {:.4} batch {} {eps}", i.loss, i.batch));
         }
     }
@@ -222,7 +229,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = dpsynth_train::train(&cfg, &mut Bar::new()).context("training failed")?;
     println!("run directory    {}", s.run_dir.display());
-    println!("method           {} ({} trainable parameters)", s.method, s.trainable_parameters);
+    println!(
+        "method           {} ({} trainable parameters)",
+        s.method, s.trainable_parameters
+    );
     println!("records / units  {} / {}", s.records, s.units);
     println!("steps            {} of {}", s.steps_done, s.steps_planned);
     println!("sampling rate q  {:.5}", s.sampling_probability);
