@@ -59,7 +59,7 @@ pub fn read_gguf_content(path: &Path) -> Result<(std::fs::File, gguf_file::Conte
     Ok((file, ct))
 }
 
-fn gguf_config(path: &Path, ct: &gguf_file::Content, tok: &Tokenizer) -> Result<LlamaConfig> {
+fn gguf_arch(path: &Path, ct: &gguf_file::Content) -> Result<String> {
     let arch = ct
         .metadata
         .get("general.architecture")
@@ -73,6 +73,11 @@ fn gguf_config(path: &Path, ct: &gguf_file::Content, tok: &Tokenizer) -> Result<
             ),
         ));
     }
+    Ok(arch)
+}
+
+fn gguf_config(path: &Path, ct: &gguf_file::Content, tok: &Tokenizer) -> Result<LlamaConfig> {
+    let arch = gguf_arch(path, ct)?;
     let get = |k: &str| ct.metadata.get(&format!("{arch}.{k}"));
     let get_usize = |k: &str| -> Result<usize> {
         get(k)
@@ -147,6 +152,7 @@ pub fn permute_qk(w: &Tensor, n_heads: usize) -> Result<Tensor> {
 /// Loads a GGUF llama model (weights dequantized to f32) and the tokenizer in its metadata.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<(LlamaWeights, Tokenizer)> {
     let (mut file, ct) = read_gguf_content(path)?;
+    gguf_arch(path, &ct)?;
     let tok = Tokenizer::from_gguf_content(&ct).map_err(|e| file_err(path, e.to_string()))?;
     let cfg = gguf_config(path, &ct, &tok)?;
     let mut get = |name: &str, shape: &[usize]| -> Result<Tensor> {

@@ -102,8 +102,13 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(file_err(path, "tokenizer file not found"));
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| file_err(path, format!("cannot read tokenizer: {e}")))?;
+        // Sequences are batched by the generator/trainer, never padded or cut by the tokenizer.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| file_err(path, format!("cannot disable truncation: {e}")))?;
         let find = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
         let bos = find(&["<|im_start|>", "<s>", "<|begin_of_text|>", "<|endoftext|>"]);
         let eos = find(&["<|im_end|>", "</s>", "<|end_of_text|>", "<|endoftext|>"]);
