@@ -42,14 +42,19 @@ impl LlamaConfig {
 
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: &str| Err(crate::LmError::Config(m.to_string()));
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return bad("hidden_size must be a multiple of num_attention_heads");
         }
-        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0
+        if self.num_key_value_heads == 0
+            || !self
+                .num_attention_heads
+                .is_multiple_of(self.num_key_value_heads)
         {
             return bad("num_attention_heads must be a multiple of num_key_value_heads");
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad("head_dim must be even for rotary embeddings");
         }
         if self.vocab_size == 0 || self.num_hidden_layers == 0 {

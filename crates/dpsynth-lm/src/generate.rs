@@ -606,6 +606,7 @@ impl Generator {
 
         loop {
             // Refill free slots (prefill one prompt at a time; its first token is sampled here).
+            #[allow(clippy::needless_range_loop)]
             for si in 0..nslots {
                 while slots[si].is_none() {
                     let Some((index, req)) = queue.pop_front() else {

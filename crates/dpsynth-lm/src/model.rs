@@ -83,6 +83,7 @@ pub fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
         .reshape((b, kv * rep, t, hd))?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn layer_forward(
     cfg: &LlamaConfig,
     lw: &LayerWeights,
