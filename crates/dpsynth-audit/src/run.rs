@@ -354,7 +354,12 @@ pub fn run_audit_with(
             AuditError::Data("the training ledger reports no ε for a DP run".into())
         })?),
     };
-    let delta = summary.delta;
+    // With no claim (--no-dp) the run's default δ = 1/n^1.1 is large for small n and its
+    // 2mδ term can hide a clear leak; report the bound at the user's δ or a conventional 1e-5.
+    let delta = match claimed {
+        Some(_) => summary.delta,
+        None => cfg.train.delta.unwrap_or(1e-5),
+    };
 
     // Scores.
     progress.message("scoring canaries");
