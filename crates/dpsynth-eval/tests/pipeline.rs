@@ -67,7 +67,10 @@ fn cnn_only(syn: std::path::PathBuf, tr: std::path::PathBuf, te: std::path::Path
 #[test]
 fn cnn_pipeline_without_assets_and_private_file_separation() {
     let tmp = tempfile::tempdir().unwrap();
-    let train = corpus(80, 0);
+    let mut train = corpus(80, 0);
+    // A distinctive training record, so the verbatim copy is the single worst memorization case
+    // (template records tie at 5 shared words and may fill the worst-k list in any order).
+    train[3].text = "boring , dumb and slow 3 with a distinctive tail nobody else shares".into();
     let test = corpus(40, 1000);
     // synthetic: one verbatim training record + others
     let mut syn = corpus(40, 2000);
