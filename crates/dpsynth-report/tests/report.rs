@@ -270,3 +270,29 @@ fn loosely_shaped_metrics_are_understood_too() {
         Some(0.9)
     );
 }
+
+#[test]
+fn audit_section_shows_verdict_and_bound_next_to_claim() {
+    let (_d, run) = fixture();
+    let (html, _) = render(&run);
+    assert!(
+        !html.contains("Empirical privacy audit"),
+        "no audit.json, no section"
+    );
+    std::fs::create_dir_all(run.join("audit")).unwrap();
+    // Shape of dpsynth-audit's audit.json (schema version 1, crates/dpsynth-audit/README.md).
+    let audit = serde_json::json!({
+        "version": 1, "verdict": "violation", "claimed_epsilon": 1.0, "delta": 1e-5,
+        "epsilon_lower_bound": 2.25, "confidence": 0.95, "canaries": 128, "inserted": 61,
+        "bound": {"v": 40, "r": 40},
+        "scores": {"auc": 0.97, "mean_inserted": 1.5, "mean_held_out": 0.1}
+    });
+    std::fs::write(run.join("audit/audit.json"), audit.to_string()).unwrap();
+    let (html, md) = render(&run);
+    for doc in [&html, &md] {
+        assert!(doc.contains("Empirical privacy audit"));
+        assert!(doc.contains("violation") && doc.contains("VIOLATION"));
+        assert!(doc.contains("2.25"), "lower bound shown");
+        assert!(doc.contains("40 of 40"), "guesses right shown");
+    }
+}

@@ -239,6 +239,66 @@ fn scores_section(doc: &mut Doc, v: &RunView, chart_name: &str) {
 }
 
 /// Build the document of one run.
+/// The empirical privacy audit (`RUN_DIR/audit/audit.json`, written by `dpsynth audit`), if any.
+/// Aggregates only: canary texts are random strings, but per-canary rows are left to audit.json.
+fn audit_section(doc: &mut Doc, v: &RunView) {
+    let Some(a) = &v.audit else { return };
+    let num = |path: &[&str]| -> Option<f64> {
+        let mut x = a;
+        for k in path {
+            x = x.get(*k)?;
+        }
+        x.as_f64()
+    };
+    let show = |x: Option<f64>| x.map(fmt_num).unwrap_or_else(|| "—".into());
+    doc.h2("Empirical privacy audit");
+    let verdict = a.get("verdict").and_then(|x| x.as_str()).unwrap_or("?");
+    let claimed = match num(&["claimed_epsilon"]) {
+        Some(e) => fmt_num(e),
+        None => "none (no DP)".into(),
+    };
+    doc.table(
+        &[
+            "verdict",
+            "claimed ε",
+            "empirical ε lower bound",
+            "confidence",
+            "guesses right",
+        ],
+        vec![vec![
+            verdict.to_string(),
+            claimed,
+            show(num(&["epsilon_lower_bound"])),
+            show(num(&["confidence"])),
+            format!(
+                "{} of {}",
+                show(num(&["bound", "v"])),
+                show(num(&["bound", "r"]))
+            ),
+        ]],
+    );
+    doc.table(
+        &[
+            "canaries",
+            "inserted",
+            "AUC",
+            "mean score inserted",
+            "mean score held out",
+        ],
+        vec![vec![
+            show(num(&["canaries"])),
+            show(num(&["inserted"])),
+            show(num(&["scores", "auc"])),
+            show(num(&["scores", "mean_inserted"])),
+            show(num(&["scores", "mean_held_out"])),
+        ]],
+    );
+    if verdict == "violation" {
+        doc.note("VIOLATION: the measured lower bound exceeds the claimed ε. The implementation or configuration does not deliver its guarantee; do not release this run's outputs.");
+    }
+    doc.p("One-run audit (Steinke, Nasr & Jagielski 2023): canaries inserted with probability 1/2, scored by the drop in loss from the base model. A lower bound below the claimed ε is consistent with the guarantee but does not prove it; the guarantee is the ledger.");
+}
+
 pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
     let dataset = v
         .config_str("data.recipe")
@@ -263,6 +323,7 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
         ]],
     );
     privacy_section(&mut doc, v);
+    audit_section(&mut doc, v);
     if !opts.public_only {
         scores_section(&mut doc, v, "accuracy");
         doc.h2("DP fine-tuning loss");

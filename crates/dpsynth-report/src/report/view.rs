@@ -77,6 +77,8 @@ pub struct RunView {
     /// (label, text) of synthetic records (public: DP post-processing).
     pub synthetic: Option<Vec<(String, String)>>,
     pub data_summary: Option<Value>,
+    /// `audit/audit.json` written by `dpsynth audit` (schema version 1), if present.
+    pub audit: Option<Value>,
     /// Problems met while loading (shown in the report, never fatal).
     pub notes: Vec<String>,
 }
@@ -370,6 +372,7 @@ impl RunView {
             ..Default::default()
         };
         let notes = &mut v.notes;
+        v.audit = read_json(&dir.join("audit").join("audit.json"), notes);
         let cfg_path = dir.join(files::CONFIG);
         if let Ok(t) = std::fs::read_to_string(&cfg_path) {
             match toml::from_str::<toml::Table>(&t) {
