@@ -254,8 +254,8 @@ mod tests {
         let mut y = Vec::new();
         for i in 0..n {
             let c = i % 3;
-            for j in 0..d {
-                data.push(centers[c][j] + rng.random_range(-1.0f32..1.0));
+            for &center in centers[c].iter().take(d) {
+                data.push(center + rng.random_range(-1.0f32..1.0));
             }
             y.push(c);
         }
@@ -302,8 +302,8 @@ mod tests {
         loss_grad(&m.params, 3, &x, &y, 0.0, &mut full);
         let mut acc = vec![0.0; m.n_params()];
         let mut gi = vec![0.0; m.n_params()];
-        for i in 0..x.n {
-            m.example_grad(x.row(i), y[i], &mut gi);
+        for (i, &yi) in y.iter().enumerate().take(x.n) {
+            m.example_grad(x.row(i), yi, &mut gi);
             acc.iter_mut()
                 .zip(&gi)
                 .for_each(|(a, b)| *a += b / x.n as f64);

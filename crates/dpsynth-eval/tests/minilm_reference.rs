@@ -56,9 +56,7 @@ fn minilm_matches_reference() {
         assert!(cos >= 0.9999, "case {i}: cosine {cos}");
         assert!((na - 1.0).abs() < 1e-4, "L2-normalized");
         // one-at-a-time equals batched
-        let single = model
-            .embed(&texts[i..=i].to_vec(), 1, &Progress::hidden())
-            .unwrap();
+        let single = model.embed(&texts[i..=i], 1, &Progress::hidden()).unwrap();
         let d: f32 = single
             .row(0)
             .iter()

@@ -7,6 +7,9 @@
 //! ([`model::batched_per_example_grads`], [`model::FullVars`]) → [`dp::PerExampleGrads`] →
 //! clip and sum → [`dp::ClippedSum`] → noise → [`dp::NoisyGradient`] → [`optim::AdamW`].
 
+// Validation is written as `!(x > 0.0)` on purpose: unlike `x <= 0.0` it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod adapter_io;
 pub mod bench;
 pub mod checkpoint;

@@ -16,6 +16,7 @@ fn oracle_grads(base: &LlamaWeights, method: &Method, params: &Params, e: &Examp
         .map(|t| Var::from_tensor(t).unwrap())
         .collect();
     let pt: Vec<Tensor> = pvars.iter().map(|v| v.as_tensor().clone()).collect();
+    #[allow(clippy::type_complexity)]
     let (w, lora): (LlamaWeights, Option<(&LoraConfig, Vec<(String, Tensor)>)>) = match method {
         Method::Full => {
             let p = Params {

@@ -216,7 +216,7 @@ fn tiny_data(n: usize) -> PreparedData {
         let label = if i % 2 == 0 { 10 } else { 20 };
         let len = 3 + i % 5;
         let mut ids = vec![1, label];
-        ids.extend((0..len).map(|k| (label + 1 + (k as u32 * 3 + i as u32) % 9) as u32));
+        ids.extend((0..len).map(|k| label + 1 + (k as u32 * 3 + i as u32) % 9));
         ids.push(2);
         examples.push(Example { ids, n_prefix: 2 });
         unit_labels.push(vec![if i % 2 == 0 {

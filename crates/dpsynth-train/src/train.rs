@@ -723,7 +723,7 @@ pub fn train_prepared(
         if let Some(s) = ledger.dp_sgd.as_mut() {
             s.steps_spent = step;
         }
-        if !cfg.no_dp && (step % eps_every == 0 || step == plan.steps) {
+        if !cfg.no_dp && (step.is_multiple_of(eps_every) || step == plan.steps) {
             // Progress display only: RDP is cheap and an upper bound on the PLD ε.
             eps_now = Some(rdp_or_inf(
                 &full_event(plan.label_sigma, plan.q, plan.sigma.unwrap(), step),
@@ -751,7 +751,10 @@ pub fn train_prepared(
             ));
             break;
         }
-        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < plan.steps {
+        if cfg.checkpoint_every > 0
+            && step.is_multiple_of(cfg.checkpoint_every)
+            && step < plan.steps
+        {
             ledger.refresh()?;
             ledger.write(&paths.ledger())?;
             Checkpoint {
