@@ -14,6 +14,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod kernels;
 pub mod load;
 pub mod model;
 pub mod tokenizer;

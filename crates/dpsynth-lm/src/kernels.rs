@@ -1,0 +1,973 @@
+//! Fast products with frozen weights: bf16 weights, bf16-rounded activations, f32 accumulation.
+//!
+//! [`PackedWeight`] holds a frozen weight `W: [out, in]` (Hugging Face layout) as bf16, packed in
+//! column panels for a register-blocked microkernel. On x86-64 CPUs with AVX-512 BF16
+//! (`vdpbf16ps`: 32 bf16 products accumulated into 16 f32 lanes per instruction) the products run
+//! on that instruction; elsewhere a portable kernel computes the same thing (bf16 operands, f32
+//! accumulation) with ordinary f32 arithmetic, so results agree across machines up to f32
+//! summation order.
+//!
+//! Numerics: every product `x[i,k]·W[n,k]` is computed exactly (bf16 × bf16 fits in f32), the
+//! only errors are the bf16 rounding of `x` and `W` (round to nearest even, relative 2⁻⁹ each)
+//! and f32 summation. Activations are rounded to bf16 once per call.
+//!
+//! Layout of a packed `B: [k, n]` (the right-hand matrix of `y = x·B`): panels of [`NR`] columns;
+//! within a panel, `[ceil(k/2)][NR][2]` bf16, i.e. for each pair of k-steps the 2 values of each
+//! column are adjacent, so one 512-bit load gives 16 columns × 2 k-steps, which is exactly the
+//! operand layout of `vdpbf16ps`. Columns past `n` and the k-step past an odd `k` are zero.
+//!
+//! Threading: the product is split over column panels (and, when there are few panels, over
+//! row blocks) with rayon's global pool (`RAYON_NUM_THREADS` applies). Small products run on the
+//! calling thread.
+
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Columns per packed panel.
+const NR: usize = 32;
+/// Rows per AVX-512 microkernel call (`MR_AVX * NR / 16` = 24 zmm accumulators).
+const MR_AVX: usize = 12;
+/// Rows per portable microkernel call.
+const MR_PORT: usize = 4;
+/// k-pairs per cache block: a `KCP × NR` block of B is `KCP * NR * 4` bytes = 24 KiB (half of L1d).
+const KCP: usize = 192;
+/// Row blocks per L2 chunk of activations (`12 * 12` rows × `KCP` k-pairs × 4 bytes = 108 KiB).
+const MC_BLOCKS: usize = 12;
+/// Below this many multiply-adds a product runs on the calling thread.
+const PAR_MIN_WORK: usize = 1 << 17;
+
+/// `B: [k, n]` packed in panels of `NR` columns, bf16 bits.
+#[derive(Clone)]
+struct Panels {
+    k: usize,
+    n: usize,
+    /// `ceil(k / 2)`.
+    kp: usize,
+    data: Vec<u16>,
+}
+
+impl Panels {
+    fn n_panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+
+    fn panel_len(&self) -> usize {
+        self.kp * NR * 2
+    }
+
+    /// Packs `B[kk, nn] = get(kk, nn)` for `kk < k`, `nn < n`.
+    fn pack(k: usize, n: usize, get: impl Fn(usize, usize) -> f32 + Sync) -> Panels {
+        let kp = k.div_ceil(2);
+        let n_panels = n.div_ceil(NR);
+        let plen = kp * NR * 2;
+        let mut data = vec![0u16; n_panels * plen];
+        if plen > 0 {
+            data.par_chunks_mut(plen)
+                .enumerate()
+                .for_each(|(p, chunk)| {
+                    let ncols = NR.min(n - p * NR);
+                    for j in 0..ncols {
+                        let nn = p * NR + j;
+                        for kk in 0..k {
+                            chunk[(kk / 2) * NR * 2 + j * 2 + (kk & 1)] =
+                                half::bf16::from_f32(get(kk, nn)).to_bits();
+                        }
+                    }
+                });
+        }
+        Panels { k, n, kp, data }
+    }
+
+    /// The packed value `B[kk, nn]` as f32.
+    fn get(&self, kk: usize, nn: usize) -> f32 {
+        let (p, j) = (nn / NR, nn % NR);
+        let bits = self.data[p * self.panel_len() + (kk / 2) * NR * 2 + j * 2 + (kk & 1)];
+        f32::from_bits((bits as u32) << 16)
+    }
+
+    fn bytes(&self) -> usize {
+        self.data.len() * 2
+    }
+}
+
+/// A frozen weight `W: [out, in]` (Hugging Face layout) packed as bf16 for fast products with f32
+/// activations (bf16 × bf16 products, f32 accumulation).
+#[derive(Clone)]
+pub struct PackedWeight {
+    out: usize,
+    inp: usize,
+    /// `Wᵀ: [in, out]` packed, for `y = x·Wᵀ`.
+    fwd: Panels,
+    /// `W: [out, in]` packed, for `dx = g·W` (training only).
+    bwd: Option<Panels>,
+}
+
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedWeight")
+            .field("out_features", &self.out)
+            .field("in_features", &self.inp)
+            .field("for_training", &self.bwd.is_some())
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
+/// `w` as a host f32 `[out, in]` vector.
+fn host_matrix(w: &Tensor) -> candle_core::Result<(usize, usize, Vec<f32>)> {
+    let (out, inp) = w.dims2()?;
+    let v = w
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok((out, inp, v))
+}
+
+impl PackedWeight {
+    /// Packs for `y = x·Wᵀ` only (inference). `w` is a `[out, in]` tensor (f32/bf16/f16, any
+    /// device: copied to host). Values are rounded to bf16 (nearest even).
+    pub fn for_forward(w: &Tensor) -> candle_core::Result<Self> {
+        let (out, inp, v) = host_matrix(w)?;
+        Ok(Self::from_host(out, inp, &v, false))
+    }
+
+    /// Packs for `y = x·Wᵀ` AND for the input gradient `dx = g·W` (training): twice the memory
+    /// of [`PackedWeight::for_forward`].
+    pub fn for_training(w: &Tensor) -> candle_core::Result<Self> {
+        let (out, inp, v) = host_matrix(w)?;
+        Ok(Self::from_host(out, inp, &v, true))
+    }
+
+    fn from_host(out: usize, inp: usize, w: &[f32], training: bool) -> Self {
+        debug_assert_eq!(w.len(), out * inp);
+        let fwd = Panels::pack(inp, out, |kk, nn| w[nn * inp + kk]);
+        let bwd = training.then(|| Panels::pack(out, inp, |kk, nn| w[kk * inp + nn]));
+        Self { out, inp, fwd, bwd }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.out
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.inp
+    }
+
+    /// True when packed with [`PackedWeight::for_training`].
+    pub fn has_backward(&self) -> bool {
+        self.bwd.is_some()
+    }
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ`. Slices are row-major, contiguous.
+    ///
+    /// # Panics
+    /// If `x.len() != rows * in` or `y.len() != rows * out`.
+    pub fn forward(&self, x: &[f32], rows: usize, y: &mut [f32]) {
+        matmul(&self.fwd, x, rows, y, bf16_kernel_available());
+    }
+
+    /// `dx[rows, in] = g[rows, out] · W`. An error if not packed for training.
+    ///
+    /// # Panics
+    /// If `g.len() != rows * out` or `dx.len() != rows * in`.
+    pub fn backward_input(
+        &self,
+        g: &[f32],
+        rows: usize,
+        dx: &mut [f32],
+    ) -> candle_core::Result<()> {
+        self.backward_impl(g, rows, dx, bf16_kernel_available())
+    }
+
+    fn backward_impl(
+        &self,
+        g: &[f32],
+        rows: usize,
+        dx: &mut [f32],
+        simd: bool,
+    ) -> candle_core::Result<()> {
+        let b = self.bwd.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "PackedWeight::backward_input: weight was packed with for_forward; \
+                 use PackedWeight::for_training for the input gradient"
+                    .into(),
+            )
+        })?;
+        matmul(b, g, rows, dx, simd);
+        Ok(())
+    }
+
+    /// Memory held by the packed data, bytes.
+    pub fn bytes(&self) -> usize {
+        self.fwd.bytes() + self.bwd.as_ref().map_or(0, Panels::bytes)
+    }
+
+    /// The weight as the bf16-rounded values it holds, `[out, in]` f32 on `device`.
+    pub fn dequantize(&self, device: &Device) -> candle_core::Result<Tensor> {
+        let mut v = vec![0f32; self.out * self.inp];
+        for (o, row) in v.chunks_mut(self.inp.max(1)).enumerate().take(self.out) {
+            for (i, x) in row.iter_mut().enumerate() {
+                *x = self.fwd.get(i, o);
+            }
+        }
+        Tensor::from_vec(v, (self.out, self.inp), device)
+    }
+}
+
+/// True when the AVX-512 BF16 path is used on this machine (and not disabled by env
+/// `DPSYNTH_BF16=0`).
+pub fn bf16_kernel_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let disabled = std::env::var("DPSYNTH_BF16").is_ok_and(|v| v.trim() == "0");
+        !disabled && cpu_has_avx512_bf16()
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx512_bf16() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512bf16")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_avx512_bf16() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx2_fma() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+thread_local! {
+    /// Activation rows converted to bf16 pairs, reused across calls.
+    static SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A pointer that may be shared between the threads of one product (they write disjoint tiles).
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// A method (not field access) so that closures capture the whole `Sync` wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `c[rows, n] = a[rows, k] · B` with `B` packed. `simd` selects the AVX-512 BF16 kernel (the
+/// caller checked that the CPU has it).
+fn matmul(b: &Panels, x: &[f32], rows: usize, c: &mut [f32], simd: bool) {
+    let (k, n, kp) = (b.k, b.n, b.kp);
+    assert_eq!(x.len(), rows * k, "packed matmul: input length");
+    assert_eq!(c.len(), rows * n, "packed matmul: output length");
+    if rows == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    // Take the scratch buffer out of the thread-local (re-entrancy safe: a nested call on this
+    // thread, e.g. through rayon work stealing, just allocates its own).
+    let mut a = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    a.clear();
+    a.resize(rows * kp, 0);
+    convert_rows(x, rows, k, kp, &mut a, simd);
+
+    let mr = if simd { MR_AVX } else { MR_PORT };
+    let n_panels = b.n_panels();
+    let row_blocks = rows.div_ceil(mr);
+    let threads = rayon::current_num_threads().max(1);
+    let work = rows * n * k;
+    let cp = SyncPtr(c.as_mut_ptr());
+    let a_ref = &a[..];
+    // Computes the tile (row blocks rb0..rb1) × (panels p0..p1). Loop order (GotoBLAS): per
+    // k-block, per chunk of MC_BLOCKS row blocks (its bf16 rows stay in L2), per panel (its
+    // KCP × NR block stays in L1 across the chunk's row blocks).
+    let run = |p0: usize, p1: usize, rb0: usize, rb1: usize| {
+        let mut kc0 = 0;
+        while kc0 < kp {
+            let kcl = KCP.min(kp - kc0);
+            let mut mc0 = rb0;
+            while mc0 < rb1 {
+                let mc1 = (mc0 + MC_BLOCKS).min(rb1);
+                for p in p0..p1 {
+                    let ncols = NR.min(n - p * NR);
+                    let panel = &b.data[p * b.panel_len()..(p + 1) * b.panel_len()];
+                    for rb in mc0..mc1 {
+                        let r0 = rb * mr;
+                        let m = mr.min(rows - r0);
+                        // SAFETY: tiles written by different tasks are disjoint; all indices
+                        // are in bounds of `a`, `panel` and `c` by construction.
+                        unsafe {
+                            microkernel(
+                                simd,
+                                m,
+                                kcl,
+                                a_ref.as_ptr().add(r0 * kp + kc0),
+                                kp,
+                                panel.as_ptr().add(kc0 * NR * 2),
+                                cp.get().add(r0 * n + p * NR),
+                                n,
+                                ncols,
+                                kc0 > 0,
+                            );
+                        }
+                    }
+                }
+                mc0 = mc1;
+            }
+            kc0 += kcl;
+        }
+    };
+    if threads == 1 || work < PAR_MIN_WORK {
+        run(0, n_panels, 0, row_blocks);
+    } else {
+        // Aim for ~4 tasks per thread; split rows too when there are few panels.
+        let target = threads * 4;
+        let panel_chunk = n_panels.div_ceil(target).max(1);
+        let n_pchunks = n_panels.div_ceil(panel_chunk);
+        let n_rchunks = target.div_ceil(n_pchunks).min(row_blocks).max(1);
+        let row_chunk = row_blocks.div_ceil(n_rchunks);
+        let n_rchunks = row_blocks.div_ceil(row_chunk);
+        (0..n_pchunks * n_rchunks).into_par_iter().for_each(|t| {
+            let (pc, rc) = (t / n_rchunks, t % n_rchunks);
+            let p0 = pc * panel_chunk;
+            let rb0 = rc * row_chunk;
+            run(
+                p0,
+                (p0 + panel_chunk).min(n_panels),
+                rb0,
+                (rb0 + row_chunk).min(row_blocks),
+            );
+        });
+    }
+    SCRATCH.with(|s| *s.borrow_mut() = a);
+}
+
+/// Rounds `x[rows, k]` to bf16 (nearest even) into `a[rows, kp]` pairs: `a[r, p]` holds
+/// `x[r, 2p]` in its low and `x[r, 2p+1]` (0 past `k`) in its high 16 bits.
+fn convert_rows(x: &[f32], rows: usize, k: usize, kp: usize, a: &mut [u32], simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only set when the CPU has AVX-512 F/BW/BF16; lengths checked by caller.
+        unsafe { avx512::convert_rows(x, rows, k, kp, a) };
+        return;
+    }
+    let _ = simd;
+    for r in 0..rows {
+        let xr = &x[r * k..(r + 1) * k];
+        let ar = &mut a[r * kp..(r + 1) * kp];
+        for (p, v) in ar.iter_mut().enumerate() {
+            let lo = half::bf16::from_f32(xr[2 * p]).to_bits() as u32;
+            let hi = xr
+                .get(2 * p + 1)
+                .map_or(0, |&h| half::bf16::from_f32(h).to_bits() as u32);
+            *v = lo | (hi << 16);
+        }
+    }
+}
+
+/// `c[m, ncols] (+)= a[m, 2*kpairs] · b[2*kpairs, NR]` for one tile.
+///
+/// # Safety
+/// `a` points at `m` rows of stride `lda` with `kpairs` readable entries each; `b` at
+/// `kpairs * NR * 2` values; `c` at `m` rows of stride `ldc` with `ncols <= NR` writable entries.
+/// `simd` only if the CPU has AVX-512 F/BW/BF16. `m <= MR_AVX` (simd) or `m <= MR_PORT`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn microkernel(
+    simd: bool,
+    m: usize,
+    kpairs: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u16,
+    c: *mut f32,
+    ldc: usize,
+    ncols: usize,
+    load_c: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        macro_rules! dispatch {
+            ($($m:literal)*) => {
+                match m {
+                    $($m => avx512::kernel::<$m>(kpairs, a, lda, b, c, ldc, ncols, load_c),)*
+                    _ => unreachable!("row block larger than MR_AVX"),
+                }
+            };
+        }
+        dispatch!(1 2 3 4 5 6 7 8 9 10 11 12);
+        return;
+    }
+    let _ = simd;
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_avx2_fma() {
+        macro_rules! dispatch {
+            ($($m:literal)*) => {
+                match m {
+                    $($m => portable::kernel_avx2::<$m>(kpairs, a, lda, b, c, ldc, ncols, load_c),)*
+                    _ => unreachable!("row block larger than MR_PORT"),
+                }
+            };
+        }
+        dispatch!(1 2 3 4);
+        return;
+    }
+    macro_rules! dispatch {
+        ($($m:literal)*) => {
+            match m {
+                $($m => portable::kernel::<$m>(kpairs, a, lda, b, c, ldc, ncols, load_c),)*
+                _ => unreachable!("row block larger than MR_PORT"),
+            }
+        };
+    }
+    dispatch!(1 2 3 4);
+}
+
+mod portable {
+    use super::NR;
+
+    #[inline(always)]
+    fn lo(v: u32) -> f32 {
+        f32::from_bits(v << 16)
+    }
+
+    #[inline(always)]
+    fn hi(v: u32) -> f32 {
+        f32::from_bits(v & 0xffff_0000)
+    }
+
+    /// Portable tile kernel; see [`super::microkernel`] for the contract.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel<const M: usize>(
+        kpairs: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u16,
+        c: *mut f32,
+        ldc: usize,
+        ncols: usize,
+        load_c: bool,
+    ) {
+        let mut acc = [[0f32; NR]; M];
+        if load_c {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate().take(ncols) {
+                    *v = *c.add(r * ldc + j);
+                }
+            }
+        }
+        let mut b0 = [0f32; NR];
+        let mut b1 = [0f32; NR];
+        for p in 0..kpairs {
+            let bp = std::slice::from_raw_parts(b.add(p * NR * 2), NR * 2);
+            for j in 0..NR {
+                b0[j] = f32::from_bits((bp[2 * j] as u32) << 16);
+                b1[j] = f32::from_bits((bp[2 * j + 1] as u32) << 16);
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = *a.add(r * lda + p);
+                let (a0, a1) = (lo(av), hi(av));
+                for j in 0..NR {
+                    // Both products are exact in f32 (bf16 operands).
+                    row[j] += a0 * b0[j] + a1 * b1[j];
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate().take(ncols) {
+                *c.add(r * ldc + j) = *v;
+            }
+        }
+    }
+
+    /// The portable kernel compiled for AVX2 + FMA (wider vectors; same arithmetic, Rust does not
+    /// contract `a*b + c` into FMA).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel_avx2<const M: usize>(
+        kpairs: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u16,
+        c: *mut f32,
+        ldc: usize,
+        ncols: usize,
+        load_c: bool,
+    ) {
+        kernel::<M>(kpairs, a, lda, b, c, ldc, ncols, load_c)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    const NV: usize = NR / 16;
+
+    /// See [`super::convert_rows`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn convert_rows(x: &[f32], rows: usize, k: usize, kp: usize, a: &mut [u32]) {
+        for r in 0..rows {
+            let xr = x.as_ptr().add(r * k);
+            let ar = a.as_mut_ptr().add(r * kp) as *mut u16;
+            let words = 2 * kp;
+            let mut i = 0;
+            while i < words {
+                // Masked loads give 0 past `k` (the pad k-step of an odd `k`).
+                let n0 = k.saturating_sub(i).min(16);
+                let n1 = k.saturating_sub(i + 16).min(16);
+                let m0: __mmask16 = if n0 == 16 { 0xffff } else { (1u16 << n0) - 1 };
+                let m1: __mmask16 = if n1 == 16 { 0xffff } else { (1u16 << n1) - 1 };
+                let v0 = _mm512_maskz_loadu_ps(m0, xr.add(i));
+                let v1 = _mm512_maskz_loadu_ps(m1, xr.add(i + 16));
+                // Low 16 words from the second operand.
+                let bh: __m512bh = _mm512_cvtne2ps_pbh(v1, v0);
+                let nw = (words - i).min(32);
+                let mw: __mmask32 = if nw == 32 { u32::MAX } else { (1u32 << nw) - 1 };
+                _mm512_mask_storeu_epi16(
+                    ar.add(i) as *mut i16,
+                    mw,
+                    std::mem::transmute::<__m512bh, __m512i>(bh),
+                );
+                i += 32;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn col_mask(ncols: usize, v: usize) -> __mmask16 {
+        let cnt = ncols.saturating_sub(v * 16).min(16);
+        if cnt == 16 {
+            0xffff
+        } else {
+            (1u16 << cnt) - 1
+        }
+    }
+
+    /// AVX-512 BF16 tile kernel; see [`super::microkernel`] for the contract.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel<const M: usize>(
+        kpairs: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u16,
+        c: *mut f32,
+        ldc: usize,
+        ncols: usize,
+        load_c: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; M];
+        let masks: [__mmask16; NV] = std::array::from_fn(|v| col_mask(ncols, v));
+        if load_c {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, acc) in row.iter_mut().enumerate() {
+                    *acc = _mm512_maskz_loadu_ps(masks[v], c.add(r * ldc + v * 16));
+                }
+            }
+        }
+        for p in 0..kpairs {
+            let bp = b.add(p * NR * 2);
+            let bv: [__m512bh; NV] = std::array::from_fn(|v| {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    bp.add(v * 32) as *const __m512i
+                ))
+            });
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av: __m512bh = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                    *a.add(r * lda + p) as i32,
+                ));
+                for (v, acc) in row.iter_mut().enumerate() {
+                    *acc = _mm512_dpbf16_ps(*acc, av, bv[v]);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, acc) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(c.add(r * ldc + v * 16), masks[v], *acc);
+            }
+        }
+    }
+}
+
+/// Forward custom op of [`packed_linear`].
+struct PackedLinear {
+    w: Arc<PackedWeight>,
+}
+
+/// Backward (input gradient) custom op of [`packed_linear`].
+struct PackedLinearInputGrad {
+    w: Arc<PackedWeight>,
+}
+
+/// The contiguous f32 data of a custom-op argument and its shape with the last dim replaced.
+fn op_input<'a>(
+    name: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    expect_last: usize,
+    new_last: usize,
+) -> candle_core::Result<(&'a [f32], usize, Shape)> {
+    let data = match storage {
+        CpuStorage::F32(v) => v,
+        other => {
+            return Err(candle_core::Error::Msg(format!(
+                "{name}: expected f32 input, got {:?}",
+                other.dtype()
+            )))
+        }
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{name}: input must be contiguous")))?;
+    let dims = layout.shape().dims();
+    let last = dims.last().copied().unwrap_or(0);
+    if dims.is_empty() || last != expect_last {
+        return Err(candle_core::Error::Msg(format!(
+            "{name}: input shape {:?} does not end in {expect_last}",
+            dims
+        )));
+    }
+    let rows = layout.shape().elem_count() / last.max(1);
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("non-empty") = new_last;
+    Ok((&data[start..end], rows, Shape::from(out_dims)))
+}
+
+impl CustomOp1 for PackedLinear {
+    fn name(&self) -> &'static str {
+        "packed-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, rows, shape) = op_input(self.name(), storage, layout, self.w.inp, self.w.out)?;
+        let mut y = vec![0f32; rows * self.w.out];
+        self.w.forward(x, rows, &mut y);
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let g = grad_res.to_dtype(DType::F32)?.contiguous()?;
+        let dx = g.apply_op1(PackedLinearInputGrad { w: self.w.clone() })?;
+        Ok(Some(dx))
+    }
+}
+
+impl CustomOp1 for PackedLinearInputGrad {
+    fn name(&self) -> &'static str {
+        "packed-linear-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, rows, shape) = op_input(self.name(), storage, layout, self.w.out, self.w.inp)?;
+        let mut dx = vec![0f32; rows * self.w.inp];
+        self.w.backward_input(g, rows, &mut dx)?;
+        Ok((CpuStorage::F32(dx), shape))
+    }
+}
+
+/// `x: [..., in]` f32 tensor → `[..., out]`: `x·Wᵀ` with the packed (bf16) weight.
+///
+/// A candle custom op whose backward returns ONLY the input gradient (`g·W` through
+/// [`PackedWeight::backward_input`], which needs [`PackedWeight::for_training`]); the weight is
+/// a constant and never gets a gradient. Inputs of other float dtypes are computed in f32 and
+/// the result is cast back.
+///
+/// On a non-CPU device this falls back to a matmul with the dequantized (bf16-valued, f32)
+/// weight, rebuilt on every call: correct (autograd gives the same input gradient, the weight
+/// is a fresh constant) but slow. A device kernel is future work.
+pub fn packed_linear(x: &Tensor, w: &Arc<PackedWeight>) -> candle_core::Result<Tensor> {
+    let dt = x.dtype();
+    let xf = if dt == DType::F32 {
+        x.clone()
+    } else {
+        x.to_dtype(DType::F32)?
+    };
+    let y = if x.device().is_cpu() {
+        xf.contiguous()?.apply_op1(PackedLinear { w: w.clone() })?
+    } else {
+        let wt = w.dequantize(x.device())?;
+        xf.broadcast_matmul(&wt.t()?)?
+    };
+    if dt == DType::F32 {
+        Ok(y)
+    } else {
+        y.to_dtype(dt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn bf(x: f32) -> f64 {
+        half::bf16::from_f32(x).to_f64()
+    }
+
+    fn randn(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+        // Sum of uniforms: roughly normal, mixed signs.
+        (0..n)
+            .map(|_| (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>())
+            .collect()
+    }
+
+    /// Checks `c = a·B` where `B[kk, nn] = bmat(kk, nn)` against f64 on bf16-rounded inputs
+    /// (relative 1e-5 of Σ|terms|) and against the f32 product of the unrounded inputs
+    /// (relative 1e-2 of Σ|terms|).
+    fn check(
+        a: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+        bmat: impl Fn(usize, usize) -> f32,
+        c: &[f32],
+        what: &str,
+    ) {
+        for r in 0..rows {
+            for nn in 0..n {
+                let (mut exact, mut abs, mut f32ref) = (0f64, 0f64, 0f32);
+                for kk in 0..k {
+                    let t = bf(a[r * k + kk]) * bf(bmat(kk, nn));
+                    exact += t;
+                    abs += t.abs();
+                    f32ref += a[r * k + kk] * bmat(kk, nn);
+                }
+                let got = c[r * n + nn] as f64;
+                let tol = 1e-5 * abs + 1e-30;
+                assert!(
+                    (got - exact).abs() <= tol,
+                    "{what} rows={rows} k={k} n={n} at ({r},{nn}): {got} vs exact {exact} (tol {tol})"
+                );
+                let tol32 = 1e-2 * abs + 1e-30;
+                assert!(
+                    (got - f32ref as f64).abs() <= tol32,
+                    "{what} rows={rows} k={k} n={n} at ({r},{nn}): {got} vs f32 {f32ref}"
+                );
+            }
+        }
+    }
+
+    fn paths() -> Vec<bool> {
+        let mut v = vec![false];
+        if bf16_kernel_available() {
+            v.push(true);
+        } else {
+            eprintln!("AVX-512 BF16 not available: testing the portable kernel only");
+        }
+        v
+    }
+
+    #[test]
+    fn forward_and_backward_match_f64_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let shapes: &[(usize, usize, usize)] = &[
+            (1, 1, 1),
+            (1, 2, 17),
+            (2, 3, 48),
+            (7, 31, 49),
+            (13, 64, 33),
+            (64, 576, 17),
+            (1, 1536, 49),
+            (13, 1536, 96),
+            (64, 31, 1),
+            (7, 577, 65),
+            (25, 2, 100),
+        ];
+        for &(rows, k, n) in shapes {
+            let w = randn(&mut rng, n * k); // [out=n, in=k]
+            let x = randn(&mut rng, rows * k);
+            let g = randn(&mut rng, rows * n);
+            let pw = PackedWeight::from_host(n, k, &w, true);
+            for simd in paths() {
+                let mut y = vec![f32::NAN; rows * n];
+                matmul(&pw.fwd, &x, rows, &mut y, simd);
+                check(
+                    &x,
+                    rows,
+                    k,
+                    n,
+                    |kk, nn| w[nn * k + kk],
+                    &y,
+                    &format!("forward simd={simd}"),
+                );
+                let mut dx = vec![f32::NAN; rows * k];
+                pw.backward_impl(&g, rows, &mut dx, simd).unwrap();
+                check(
+                    &g,
+                    rows,
+                    n,
+                    k,
+                    |kk, nn| w[kk * k + nn],
+                    &dx,
+                    &format!("backward simd={simd}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wide_output_slice_like_lm_head() {
+        // A 4096-column slice of a 49152-wide head, 576 inputs, decode-like row counts.
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (k, n) = (576, 4096);
+        let w = randn(&mut rng, n * k);
+        let pw = PackedWeight::from_host(n, k, &w, false);
+        for rows in [1, 8] {
+            let x = randn(&mut rng, rows * k);
+            for simd in paths() {
+                let mut y = vec![f32::NAN; rows * n];
+                matmul(&pw.fwd, &x, rows, &mut y, simd);
+                check(&x, rows, k, n, |kk, nn| w[nn * k + kk], &y, "wide");
+            }
+        }
+    }
+
+    #[test]
+    fn simd_and_portable_agree_and_public_api() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (rows, k, n) = (9, 100, 70);
+        let w = randn(&mut rng, n * k);
+        let x = randn(&mut rng, rows * k);
+        let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
+        let pw = PackedWeight::for_forward(&wt).unwrap();
+        assert_eq!((pw.out_features(), pw.in_features()), (n, k));
+        assert!(!pw.has_backward());
+        assert_eq!(pw.bytes(), 3 * 50 * NR * 2 * 2); // 3 panels × 50 k-pairs × NR × 2 bf16
+        let mut y = vec![0f32; rows * n];
+        pw.forward(&x, rows, &mut y);
+        let mut yp = vec![0f32; rows * n];
+        matmul(&pw.fwd, &x, rows, &mut yp, false);
+        for (a, b) in y.iter().zip(&yp) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        let mut dx = vec![0f32; rows * k];
+        let err = pw.backward_input(&y, rows, &mut dx).unwrap_err();
+        assert!(err.to_string().contains("for_training"), "{err}");
+        // Dequantize gives the bf16-rounded weight.
+        let dq: Vec<f32> = pw
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (a, b) in dq.iter().zip(&w) {
+            assert_eq!(*a as f64, bf(*b));
+        }
+        // bf16 and f16 weights are accepted.
+        let pw16 = PackedWeight::for_forward(&wt.to_dtype(DType::BF16).unwrap()).unwrap();
+        assert_eq!(pw16.fwd.data, pw.fwd.data);
+    }
+
+    #[test]
+    fn packed_linear_gradient_is_input_only() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (b, t, k, n) = (2, 3, 40, 24);
+        let w = randn(&mut rng, n * k);
+        let x = randn(&mut rng, b * t * k);
+        let dev = Device::Cpu;
+        let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
+        let pw = Arc::new(PackedWeight::for_training(&wt).unwrap());
+        // Reference: plain autograd through a matmul with the bf16-rounded weight as a Var.
+        let wq = candle_core::Var::from_tensor(&pw.dequantize(&dev).unwrap()).unwrap();
+        let xv = candle_core::Var::from_vec(x, (b, t, k), &dev).unwrap();
+        let coef = Tensor::from_vec(randn(&mut rng, b * t * n), (b, t, n), &dev).unwrap();
+        let y_ref = xv
+            .as_tensor()
+            .broadcast_matmul(&wq.as_tensor().t().unwrap())
+            .unwrap();
+        let loss_ref = (&y_ref * &coef).unwrap().sum_all().unwrap();
+        let g_ref = loss_ref.backward().unwrap();
+        let dx_ref: Vec<f32> = g_ref
+            .get(xv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+
+        let y = packed_linear(xv.as_tensor(), &pw).unwrap();
+        assert_eq!(y.dims(), &[b, t, n]);
+        let loss = (&y * &coef).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let dx: Vec<f32> = grads
+            .get(xv.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // Gradients g·W: the packed path rounds g to bf16 (relative 2^-9 per term).
+        let scale = dx_ref.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        for (a, r) in dx.iter().zip(&dx_ref) {
+            assert!((a - r).abs() <= 2e-2 * scale, "{a} vs {r}");
+        }
+        // Forward values within bf16 tolerance of the reference.
+        let yv: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        let yr: Vec<f32> = y_ref.flatten_all().unwrap().to_vec1().unwrap();
+        let ys = yr.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        for (a, r) in yv.iter().zip(&yr) {
+            assert!((a - r).abs() <= 2e-2 * ys, "{a} vs {r}");
+        }
+        // The weight is a constant of the op: no gradient anywhere for it.
+        assert!(grads.get(wq.as_tensor()).is_none());
+        assert!(grads.get(&wt).is_none());
+
+        // A forward-only weight gives an error (not a panic) on backward.
+        let pf = Arc::new(PackedWeight::for_forward(&wt).unwrap());
+        let xv2 = candle_core::Var::from_vec(vec![0.5f32; k], (1, k), &dev).unwrap();
+        let l = packed_linear(xv2.as_tensor(), &pf)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        assert!(l.backward().is_err());
+    }
+
+    #[test]
+    fn packed_linear_other_dtypes_and_shapes() {
+        let dev = Device::Cpu;
+        let wt =
+            Tensor::from_vec((0..12).map(|i| i as f32 * 0.25).collect(), (3, 4), &dev).unwrap();
+        let pw = Arc::new(PackedWeight::for_forward(&wt).unwrap());
+        let x = Tensor::from_vec(vec![1f32, 2., 3., 4., -1., 0., 1., 0.5], (2, 4), &dev).unwrap();
+        let y: Vec<Vec<f32>> = packed_linear(&x, &pw).unwrap().to_vec2().unwrap();
+        assert_eq!(y, vec![vec![5.0, 15.0, 25.0], vec![0.875, 1.375, 1.875]]);
+        let yb = packed_linear(&x.to_dtype(DType::BF16).unwrap(), &pw).unwrap();
+        assert_eq!(yb.dtype(), DType::BF16);
+        // Non-contiguous input.
+        let xt = x.t().unwrap().t().unwrap().broadcast_as((2, 2, 4)).unwrap();
+        assert_eq!(packed_linear(&xt, &pw).unwrap().dims(), &[2, 2, 3]);
+        assert!(packed_linear(&wt.t().unwrap(), &pw).is_err());
+    }
+}
