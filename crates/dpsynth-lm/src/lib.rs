@@ -6,7 +6,8 @@
 //!
 //! - [`load_model`]: a GGUF file or a Hugging Face directory, plus its [`Tokenizer`].
 //! - [`Adapter`]: LoRA / prompt tuning / full; save and load in Hugging Face PEFT layout.
-//! - [`Generator`]: batched sampling with a KV cache (f32 or Q8_0 weights).
+//! - [`Generator`]: batched sampling with a KV cache (bf16, f32 or Q8_0 weights).
+//! - [`kernels`]: packed bf16 weights and the AVX-512 BF16 matmul kernel (generation, training).
 //! - [`forward_logits`] / [`forward_logits_batch`] / [`sequence_loss`]: the f32 reference forward.
 
 pub mod adapter;

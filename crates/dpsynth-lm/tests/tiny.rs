@@ -373,6 +373,68 @@ fn q8_generator_stays_close_to_f32() {
 }
 
 #[test]
+fn bf16_generator_stays_close_to_f32() {
+    // Odd widths exercise the kernel's padding (k not a multiple of 2, n not of the panel width).
+    let mut cfg = LlamaConfig::tiny();
+    cfg.intermediate_size = 37;
+    let w = LlamaWeights::random(&cfg, &Device::Cpu, 4).unwrap();
+    let prompt = [3u32, 9, 27, 4];
+    let f = forward_logits(&w, None, &prompt).unwrap();
+    let ad = Adapter::Lora(lora(&w, &["q_proj", "down_proj"], 2));
+    let g = Generator::new(
+        &w,
+        Some(&ad),
+        GeneratorOptions {
+            batch_size: 2,
+            weights: "bf16".parse().unwrap(),
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let g0 = Generator::new(
+        &w,
+        None,
+        GeneratorOptions {
+            batch_size: 2,
+            weights: WeightFormat::Bf16,
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    let all = g0.prompt_logits(&prompt).unwrap();
+    assert_eq!(all.dims(), f.dims());
+    let scale = f
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let d = max_abs_diff(&f, &all);
+    assert!(
+        d < 0.02 * scale,
+        "bf16 logits differ by {d} (scale {scale})"
+    );
+    assert!(d > 0.0, "bf16 path should not be bit-identical to f32");
+    // The LoRA delta is merged before packing: bf16 with the adapter follows the f32 reference
+    // forward with the adapter (which differs from the base model).
+    let la = g.next_token_logits(&prompt).unwrap();
+    let fa = forward_logits(&w, Some(&ad), &prompt)
+        .unwrap()
+        .i(3)
+        .unwrap();
+    assert!(max_abs_diff(&fa, &f.i(3).unwrap()) > 0.1 * scale);
+    let da = max_abs_diff(&la, &fa);
+    assert!(da < 0.02 * scale, "bf16 + LoRA logits differ by {da}");
+    // next_token_logits is the last row of prompt_logits.
+    assert!(max_abs_diff(&g0.next_token_logits(&prompt).unwrap(), &all.i(3).unwrap()) < 1e-5);
+    assert_eq!(
+        "auto".parse::<WeightFormat>().unwrap(),
+        WeightFormat::default()
+    );
+}
+
+#[test]
 fn stop_tokens_and_limits() {
     let w = tiny();
     let g = Generator::new(&w, None, GeneratorOptions::default(), &Device::Cpu).unwrap();
