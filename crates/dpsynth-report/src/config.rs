@@ -72,9 +72,9 @@ pub const KEYS: &[KeySpec] = &[
     key!("data.max_train", "max-train", Int, "Private training records to use (random subset; 0 = all)"),
     key!("data.max_test", "max-test", Int, "Held-out real test records to use (0 = all)"),
     key!("data.test_fraction", "test-fraction", Float, "Fraction held out as real test data"),
-    key!("privacy.epsilon", "epsilon", Float, "Total ε of the run (label histogram + fine-tuning); inf = non-private"),
+    key!("privacy.epsilon", "epsilon", Float, "Total ε of the run (label histogram + fine-tuning, composed under PLD); inf = non-private"),
     key!("privacy.delta", "delta", Float, "δ of the (ε, δ) guarantee; keep it well below 1/n"),
-    key!("privacy.label_histogram_epsilon", "label-histogram-epsilon", Float, "Part of ε spent on the DP label histogram (0 = skip, use uniform labels)"),
+    key!("privacy.label_histogram_epsilon", "label-histogram-epsilon", Float, "Share of privacy.epsilon for the DP label histogram: its Gaussian noise is calibrated to this ε alone, then composed with DP-SGD under PLD so the run's total stays privacy.epsilon (0 = no histogram, uniform labels)"),
     key!("privacy.max_grad_norm", "max-grad-norm", Float, "Per-example gradient clipping norm C"),
     key!("model.path", "model", Path, "Generator model (GGUF or safetensors folder) [default: <assets>/smollm2/…gguf]"),
     key!("model.embedding", "embedding-model", Path, "Sentence-embedding model folder for evaluation [default: <assets>/minilm]"),
@@ -86,6 +86,7 @@ pub const KEYS: &[KeySpec] = &[
     key!("train.lora_rank", "lora-rank", Int, "LoRA rank r"),
     key!("train.lora_alpha", "lora-alpha", Float, "LoRA alpha"),
     key!("train.prompt_tokens", "prompt-tokens", Int, "Soft-prompt length for prompt tuning"),
+    key!("train.prompt_template", "prompt-template", Str, "Label-conditioned prefix of every training example and generation prompt; {label} is replaced by the label name [default: the recipe's, e.g. a movie-review prompt for rotten-tomatoes; \"Write a {label} text:\\n\" for your own data]"),
     key!("synth.count", "synth-count", Int, "Synthetic records to generate (split over labels by the DP label histogram)"),
     key!("synth.max_new_tokens", "max-new-tokens", Int, "Tokens generated per synthetic record"),
     key!("synth.temperature", "temperature", Float, "Sampling temperature"),
@@ -182,6 +183,9 @@ pub struct TrainSection {
     pub lora_rank: u64,
     pub lora_alpha: f64,
     pub prompt_tokens: u64,
+    /// `None`: the recipe's default template (resolved by the CLI from `dpsynth_data::prompt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,6 +318,7 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             lora_rank: 8,
             lora_alpha: 16.0,
             prompt_tokens: 20,
+            prompt_template: None,
         },
         synth: SynthSection {
             count: n.synth_count,
@@ -632,20 +637,18 @@ impl RunConfig {
             ))
         })
     }
-    /// ε left for DP fine-tuning after the label histogram (∞ when the run is non-private).
+    /// The ε the training crate targets: the run's whole ε (∞ when non-private). Its ledger
+    /// composes the label histogram with DP-SGD under PLD, so nothing is subtracted here.
     pub fn train_epsilon(&self) -> f64 {
-        if self.privacy.epsilon.is_infinite() {
-            f64::INFINITY
-        } else {
-            self.privacy.epsilon - self.histogram_epsilon()
-        }
+        self.privacy.epsilon
     }
-    /// ε of the label histogram (0 when skipped; ∞ when the run is non-private).
-    pub fn histogram_epsilon(&self) -> f64 {
-        if self.privacy.epsilon.is_infinite() {
-            f64::INFINITY
+    /// Share of ε the DP label histogram is calibrated to (0 = uniform labels, no histogram;
+    /// 0 for non-private runs, which use exact counts).
+    pub fn label_budget_share(&self) -> f64 {
+        if self.privacy.epsilon.is_finite() {
+            self.privacy.label_histogram_epsilon / self.privacy.epsilon
         } else {
-            self.privacy.label_histogram_epsilon
+            0.0
         }
     }
     /// Is this run non-private (ε = ∞)?
@@ -701,6 +704,14 @@ impl RunConfig {
                     defaults::LABEL_HISTOGRAM_EPSILON
                 ),
             ));
+        }
+        if let Some(t) = &self.train.prompt_template {
+            if !t.contains("{label}") {
+                return Err(invalid(
+                    "train.prompt_template",
+                    format!("{t:?} must contain {{label}} (the generator must be told which label to write)"),
+                ));
+            }
         }
         if !(p.max_grad_norm > 0.0 && p.max_grad_norm.is_finite()) {
             return Err(invalid(
@@ -899,7 +910,11 @@ pub(crate) mod tests {
         assert_eq!(c.data.max_train, defaults::QUICK.max_train);
         assert_eq!(c.train.steps, defaults::QUICK.steps);
         assert_eq!(c.synth.count, defaults::QUICK.synth_count);
-        assert!((c.train_epsilon() - 2.9).abs() < 1e-12);
+        assert!((c.label_budget_share() - 0.1 / 3.0).abs() < 1e-12);
+        assert_eq!(
+            c.train.prompt_template, None,
+            "the recipe's template by default"
+        );
         assert_eq!(c.run_dir(), PathBuf::from("runs/rotten-tomatoes-lora-eps3"));
     }
 
@@ -917,8 +932,8 @@ pub(crate) mod tests {
                 n += 1;
             }
         }
-        // Optional keys (dir, seed, path, assets, model paths) are not serialized when unset.
-        assert_eq!(n + 6, KEYS.len());
+        // Optional keys (dir, seed, path, assets, model paths, prompt template) are not serialized when unset.
+        assert_eq!(n + 7, KEYS.len());
         let flags: std::collections::BTreeSet<_> = KEYS.iter().map(|k| k.flag).collect();
         assert_eq!(flags.len(), KEYS.len(), "flags must be unique");
     }

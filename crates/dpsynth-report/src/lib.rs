@@ -4,7 +4,8 @@
 //!   default numbers), checked before any work (unknown key, wrong type, ε ≤ 0, missing path).
 //! - [`stage`]: per-stage records (`RUN_DIR/stages/<stage>.json`) with config and input/output
 //!   hashes; skip finished stages, resume interrupted ones, `--from` re-runs.
-//! - [`privacy`]: the DP label histogram and the run's privacy ledger (composition).
+//! - [`privacy`]: the run's privacy ledger (one release per training attempt, ε from the
+//!   training crate's PLD ledger) and the report's view of the DP label histogram.
 //! - [`report`]: report.md / report.html (self-contained, inline SVG charts, no JavaScript) for a
 //!   run or a sweep, robust to stages that did not run.
 //! - [`sweep`]: the ε × method × dataset grid.
@@ -23,5 +24,5 @@ pub mod sweep;
 
 pub use config::{resolve, ConfigError, Override, Resolved, RunConfig, KEYS};
 pub use defaults::Preset;
-pub use privacy::{dp_label_histogram, LabelHistogram, RunLedger};
+pub use privacy::{LabelHistogram, RunLedger};
 pub use stage::{Decision, Pipeline, StageRecord, STAGES};

@@ -1,10 +1,15 @@
-//! The run-level privacy pieces: the DP label histogram and the run's privacy ledger (composition
-//! of the histogram's release with the DP fine-tuning's ledger).
+//! The run-level privacy pieces: the report-side view of the DP label histogram and the run's
+//! privacy ledger.
+//!
+//! There is one mechanism for labels and one accountant: the training crate releases the label
+//! histogram with the Gaussian mechanism and composes it with DP-SGD under PLD in
+//! `train/privacy.json` (`dpsynth_train::labels::dp_label_histogram`). The run ledger
+//! (`privacy_ledger.json`) records that one release per training attempt, with the ε the
+//! training ledger reports; it adds nothing of its own.
 //!
 //! Neighboring relation everywhere: add/remove one record of the private training set
 //! (records are the privacy unit; a person with k records gets group privacy kε).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
@@ -18,152 +23,28 @@ pub fn os_seed() -> u64 {
     rand_chacha::ChaCha20Rng::from_os_rng().random()
 }
 
-/// One label's noisy count.
+/// One label's released count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelCount {
     pub label: String,
-    /// Released count (noisy, clamped at 0). Never the true count, unless the run is non-private.
+    /// Released count (noisy, rounded and clamped at 0). Never the true count, unless the run is
+    /// non-private.
     pub count: u64,
 }
 
-/// What `RUN_DIR/histogram.json` holds.
+/// What `RUN_DIR/histogram.json` holds: a post-processed copy of the label histogram the
+/// training stage released (and recorded in its ledger), for the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelHistogram {
     pub labels: Vec<LabelCount>,
-    /// ε of this release (0 when skipped, `null`/∞ when non-private).
+    /// ε the histogram's noise was calibrated to on its own (its share of the run's budget);
+    /// 0 when skipped (uniform labels), `null` when non-private. The run's guarantee composes it
+    /// with DP-SGD under PLD, so the shares do not simply add up.
     pub epsilon: Option<f64>,
-    /// `discrete-laplace`, `none (uniform)` or `exact (non-private)`.
+    /// `gaussian`, `none (uniform)` or `exact (non-private)`.
     pub mechanism: String,
-    /// Noise scale b of the discrete Laplace (P(k) ∝ exp(-|k|/b), b = 1/ε).
+    /// Standard deviation of the Gaussian noise on each count (sensitivity 1).
     pub scale: Option<f64>,
-}
-
-/// Sample a discrete Laplace variable with P(k) ∝ exp(-ε|k|), as the difference of two
-/// geometric variables with success probability 1 - exp(-ε).
-fn discrete_laplace<R: Rng>(rng: &mut R, epsilon: f64) -> i64 {
-    let q = (-epsilon).exp(); // failure probability
-    let geo = |rng: &mut R| -> i64 {
-        // Inversion: G = floor(ln U / ln q), U uniform in (0, 1].
-        let u: f64 = 1.0 - rng.random::<f64>();
-        (u.ln() / q.ln()).floor() as i64
-    };
-    geo(rng) - geo(rng)
-}
-
-/// Release a label histogram with ε-DP.
-///
-/// `domain` is the list of label names, treated as public (it comes from the recipe or the
-/// dataset's schema, and the report says so); `labels` are the private records' labels. A label
-/// in `labels` outside `domain` is ignored.
-///
-/// # Privacy
-/// Adding or removing one record changes exactly one count by 1 (L1 sensitivity 1), so adding
-/// independent discrete Laplace noise with P(k) ∝ exp(-ε|k|) to each count is ε-DP (pure, δ = 0):
-/// the geometric mechanism of Ghosh, Roughgarden & Sundararajan, "Universally utility-maximizing
-/// privacy mechanisms" (STOC 2009), Def. 2.1 and Lemma 2.2; the discrete analogue of Dwork,
-/// McSherry, Nissim & Smith (TCC 2006), Prop. 1. Clamping at 0 is post-processing. Noise is
-/// drawn from ChaCha20 seeded by the OS unless `seed` is given (then reproducible, not secure).
-/// The geometric variables are drawn by floating-point inversion; exact integer samplers
-/// (Canonne, Kamath & Steinke 2020) would remove the floating-point caveat.
-/// `epsilon = 0` spends nothing and returns a uniform histogram without reading `labels`;
-/// `epsilon = ∞` returns exact counts (non-private run).
-pub fn dp_label_histogram(
-    labels: &[String],
-    domain: &[String],
-    epsilon: f64,
-    seed: Option<u64>,
-) -> LabelHistogram {
-    if epsilon == 0.0 {
-        return LabelHistogram {
-            labels: domain
-                .iter()
-                .map(|l| LabelCount {
-                    label: l.clone(),
-                    count: 1,
-                })
-                .collect(),
-            epsilon: Some(0.0),
-            mechanism: "none (uniform over labels)".into(),
-            scale: None,
-        };
-    }
-    let mut counts: BTreeMap<&str, i64> = domain.iter().map(|l| (l.as_str(), 0)).collect();
-    for l in labels {
-        if let Some(c) = counts.get_mut(l.as_str()) {
-            *c += 1;
-        }
-    }
-    let exact = epsilon.is_infinite();
-    let mut rng = match seed {
-        Some(s) => rand_chacha::ChaCha20Rng::seed_from_u64(s),
-        None => rand_chacha::ChaCha20Rng::from_os_rng(),
-    };
-    LabelHistogram {
-        labels: domain
-            .iter()
-            .map(|l| {
-                let c = counts[l.as_str()];
-                let noisy = if exact {
-                    c
-                } else {
-                    c + discrete_laplace(&mut rng, epsilon)
-                };
-                LabelCount {
-                    label: l.clone(),
-                    count: noisy.max(0) as u64,
-                }
-            })
-            .collect(),
-        epsilon: if exact { None } else { Some(epsilon) },
-        mechanism: if exact {
-            "exact (non-private run)".into()
-        } else {
-            "discrete-laplace".into()
-        },
-        scale: if exact { None } else { Some(1.0 / epsilon) },
-    }
-}
-
-/// Split `total` synthetic records over labels in proportion to the released counts
-/// (largest remainder; every label gets at least one when `total ≥ labels`). Post-processing.
-pub fn allocate(hist: &LabelHistogram, total: u64) -> Vec<(String, u64)> {
-    let n = hist.labels.len() as u64;
-    if n == 0 {
-        return Vec::new();
-    }
-    let sum: u64 = hist.labels.iter().map(|l| l.count).sum();
-    let weights: Vec<f64> = if sum == 0 {
-        vec![1.0; n as usize]
-    } else {
-        hist.labels.iter().map(|l| l.count as f64).collect()
-    };
-    let wsum: f64 = weights.iter().sum();
-    let floor_each = if total >= n { 1 } else { 0 };
-    let rest = total - floor_each * n;
-    let exact: Vec<f64> = weights.iter().map(|w| w / wsum * rest as f64).collect();
-    let mut out: Vec<u64> = exact
-        .iter()
-        .map(|x| x.floor() as u64 + floor_each)
-        .collect();
-    let mut left = total - out.iter().sum::<u64>();
-    let mut order: Vec<usize> = (0..exact.len()).collect();
-    order.sort_by(|&a, &b| {
-        let fa = exact[a] - exact[a].floor();
-        let fb = exact[b] - exact[b].floor();
-        fb.partial_cmp(&fa).unwrap_or(std::cmp::Ordering::Equal)
-    });
-    for i in order {
-        if left == 0 {
-            break;
-        }
-        out[i] += 1;
-        left -= 1;
-    }
-    hist.labels
-        .iter()
-        .zip(out)
-        .map(|(l, c)| (l.label.clone(), c))
-        .collect()
 }
 
 /// One release that touched the private data.
@@ -259,20 +140,26 @@ impl RunLedger {
         write_atomic(&Self::path(run_dir), &json)
     }
 
-    /// The guarantee of the current outputs (the synthetic data): composition of the current
-    /// (not superseded) releases.
+    /// The guarantee of the current outputs (the synthetic data).
     ///
     /// # Privacy
-    /// Basic sequential composition (Dwork & Roth, "The Algorithmic Foundations of Differential
-    /// Privacy", 2014, Theorem 3.16): releasing an (ε₁, δ₁)-DP and an (ε₂, δ₂)-DP output of the
-    /// same data is (ε₁ + ε₂, δ₁ + δ₂)-DP. It is conservative (tighter composition via PLD is
-    /// possible when both mechanisms are expressed in one accountant), so the reported ε errs
-    /// toward larger.
+    /// A `dpsynth run` has one current release, the training stage's: its ε is the training
+    /// ledger's PLD ε of the label histogram (Gaussian) composed with DP-SGD (Mironov et al.
+    /// 2019 / Koskela et al. 2021, PLD composition), so this is exact, not a sum. Should a
+    /// directory ever hold several current releases (ledgers written by older versions with a
+    /// separate histogram entry), they are combined by basic sequential composition (Dwork &
+    /// Roth 2014, Theorem 3.16: ε and δ add up), which never understates ε.
     pub fn current(&self) -> Guarantee {
         compose(self.entries.iter().filter(|e| !e.superseded))
     }
 
-    /// Everything ever released from this directory, including superseded releases.
+    /// Everything ever released from this directory, including superseded releases (earlier
+    /// training attempts replaced by `--from train` or a changed config).
+    ///
+    /// # Privacy
+    /// Separate attempts are independent mechanisms on the same data: basic sequential
+    /// composition (Dwork & Roth 2014, Thm 3.16) bounds their total without assuming anything
+    /// about them, and never understates ε.
     pub fn spent_in_directory(&self) -> Guarantee {
         compose(self.entries.iter())
     }
@@ -295,81 +182,6 @@ fn compose<'a>(it: impl Iterator<Item = &'a LedgerEntry>) -> Guarantee {
 mod tests {
     use super::*;
 
-    fn labels(n_pos: usize, n_neg: usize) -> Vec<String> {
-        std::iter::repeat_n("pos".to_string(), n_pos)
-            .chain(std::iter::repeat_n("neg".to_string(), n_neg))
-            .collect()
-    }
-
-    #[test]
-    fn discrete_laplace_has_the_right_spread() {
-        // Var of discrete Laplace with parameter ε: 2q/(1-q)^2, q = e^-ε. Fixed seed, 200k draws.
-        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
-        let eps: f64 = 0.5;
-        let n = 200_000;
-        let xs: Vec<i64> = (0..n).map(|_| discrete_laplace(&mut rng, eps)).collect();
-        let mean = xs.iter().sum::<i64>() as f64 / n as f64;
-        let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n as f64;
-        let q = (-eps).exp();
-        let want = 2.0 * q / (1.0 - q).powi(2);
-        assert!(mean.abs() < 0.05, "mean {mean}");
-        assert!((var - want).abs() / want < 0.03, "var {var} want {want}");
-        // P(0) = (1-q)/(1+q).
-        let p0 = xs.iter().filter(|&&x| x == 0).count() as f64 / n as f64;
-        assert!((p0 - (1.0 - q) / (1.0 + q)).abs() < 0.01, "p0 {p0}");
-    }
-
-    #[test]
-    fn histogram_is_noisy_exact_or_uniform_as_asked() {
-        let domain = vec!["neg".to_string(), "pos".to_string()];
-        let l = labels(600, 400);
-        let h = dp_label_histogram(&l, &domain, 1.0, Some(1));
-        assert_eq!(h.mechanism, "discrete-laplace");
-        assert_eq!(h.labels.len(), 2);
-        // Noise with ε = 1 is a few units; counts stay close.
-        assert!((h.labels[1].count as i64 - 600).abs() < 40);
-        let exact = dp_label_histogram(&l, &domain, f64::INFINITY, None);
-        assert_eq!(exact.labels[0].count, 400);
-        assert_eq!(exact.epsilon, None);
-        let uni = dp_label_histogram(&l, &domain, 0.0, None);
-        assert!(uni.labels.iter().all(|c| c.count == 1));
-        // Seeded noise is reproducible; different seeds differ somewhere over many labels.
-        let dom: Vec<String> = (0..50).map(|i| i.to_string()).collect();
-        let a = dp_label_histogram(&[], &dom, 0.5, Some(3));
-        let b = dp_label_histogram(&[], &dom, 0.5, Some(3));
-        let c = dp_label_histogram(&[], &dom, 0.5, Some(4));
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-    }
-
-    #[test]
-    fn allocation_sums_to_total_and_follows_counts() {
-        let h = LabelHistogram {
-            labels: vec![
-                LabelCount {
-                    label: "a".into(),
-                    count: 300,
-                },
-                LabelCount {
-                    label: "b".into(),
-                    count: 100,
-                },
-                LabelCount {
-                    label: "c".into(),
-                    count: 0,
-                },
-            ],
-            epsilon: Some(0.1),
-            mechanism: "discrete-laplace".into(),
-            scale: Some(10.0),
-        };
-        let a = allocate(&h, 100);
-        assert_eq!(a.iter().map(|x| x.1).sum::<u64>(), 100);
-        assert_eq!(a[2].1, 1, "every label gets at least one");
-        assert!(a[0].1 > 2 * a[1].1);
-        assert_eq!(allocate(&h, 2).iter().map(|x| x.1).sum::<u64>(), 2);
-    }
-
     #[test]
     fn ledger_composes_current_and_keeps_superseded_spend() {
         let d = tempfile::tempdir().unwrap();
@@ -383,18 +195,21 @@ mod tests {
             superseded: false,
             details: serde_json::Value::Null,
         };
-        l.record(d.path(), e("histogram", Some(0.1), 0.0)).unwrap();
-        l.record(d.path(), e("train", Some(2.9), 1e-5)).unwrap();
+        // One release per run: the training stage's (histogram + DP-SGD, composed by PLD).
+        l.record(d.path(), e("train", Some(2.999), 1e-5)).unwrap();
         let g = l.current();
-        assert!((g.epsilon - 3.0).abs() < 1e-12 && g.delta == 1e-5);
-        // Updating the current training entry (resume) does not add spend.
-        l.update_current(d.path(), e("train", Some(2.85), 1e-5))
+        assert!((g.epsilon - 2.999).abs() < 1e-12 && g.delta == 1e-5);
+        // Updating the current entry (a resumed attempt, same release) does not add spend.
+        l.update_current(d.path(), e("train", Some(2.998), 1e-5))
             .unwrap();
-        assert!((l.current().epsilon - 2.95).abs() < 1e-12);
-        // A re-released histogram supersedes the old one but the directory total keeps both.
-        l.record(d.path(), e("histogram", Some(0.1), 0.0)).unwrap();
-        assert!((l.current().epsilon - 2.95).abs() < 1e-12);
-        assert!((l.spent_in_directory().epsilon - 3.05).abs() < 1e-12);
+        assert!((l.current().epsilon - 2.998).abs() < 1e-12);
+        assert!((l.spent_in_directory().epsilon - 2.998).abs() < 1e-12);
+        // A new attempt (`--from train`) supersedes the old one, but the directory total keeps
+        // both (basic composition of separate releases).
+        l.record(d.path(), e("train", Some(1.0), 1e-5)).unwrap();
+        assert!((l.current().epsilon - 1.0).abs() < 1e-12);
+        assert!((l.spent_in_directory().epsilon - 3.998).abs() < 1e-12);
+        assert!((l.spent_in_directory().delta - 2e-5).abs() < 1e-18);
         let back = RunLedger::load(d.path()).unwrap();
         assert_eq!(back, l);
         l.record(d.path(), e("train", None, 0.0)).unwrap();

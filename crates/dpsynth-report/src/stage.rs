@@ -16,14 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The stages of `dpsynth run`, in order.
-pub const STAGES: &[&str] = &[
-    "data",
-    "histogram",
-    "train",
-    "synthesize",
-    "evaluate",
-    "report",
-];
+pub const STAGES: &[&str] = &["data", "train", "synthesize", "evaluate", "report"];
 
 /// Index of a stage in [`STAGES`].
 pub fn stage_index(stage: &str) -> Option<usize> {
@@ -39,9 +32,7 @@ pub enum StageError {
     },
     #[error("{path}: not a valid stage record: {msg}")]
     BadRecord { path: String, msg: String },
-    #[error(
-        "unknown stage \"{0}\"; stages are: data, histogram, train, synthesize, evaluate, report"
-    )]
+    #[error("unknown stage \"{0}\"; stages are: data, train, synthesize, evaluate, report")]
     UnknownStage(String),
 }
 
@@ -425,7 +416,11 @@ fn changed_keys(old: &str, new: &str) -> Vec<String> {
 }
 
 /// Parse `--from STAGE` into the index of the first stage to force.
+///
+/// `histogram` (a stage of earlier versions) means `train`: the label histogram is now released
+/// by the training stage, in the same ledger.
 pub fn parse_from(stage: &str) -> Result<usize, StageError> {
+    let stage = if stage == "histogram" { "train" } else { stage };
     stage_index(stage).ok_or_else(|| StageError::UnknownStage(stage.to_string()))
 }
 
@@ -577,7 +572,12 @@ mod tests {
             parse_from("nope"),
             Err(StageError::UnknownStage(_))
         ));
-        assert_eq!(parse_from("train").unwrap(), 2);
+        assert_eq!(parse_from("train").unwrap(), 1);
+        assert_eq!(
+            parse_from("histogram").unwrap(),
+            1,
+            "histogram is part of train"
+        );
     }
 
     #[test]

@@ -43,6 +43,14 @@ fn complete_run_states_the_guarantee_and_shows_every_section() {
     for text in [&html, &md] {
         assert!(text.contains("ε = 3, δ = 1e-5"), "guarantee missing");
         assert!(text.contains("add/remove one record of the private training set"));
+        // One mechanism, one ledger: the histogram is Gaussian and composed by PLD.
+        assert!(text.contains("Gaussian mechanism"));
+        assert!(text.contains("PLD accountant"));
+        assert!(!text.contains("Laplace"));
+        assert!(
+            !text.contains("Warning: the training ledger"),
+            "run and training ledgers agree"
+        );
         assert!(text.contains("Hyperparameter") || text.contains("hyperparameters"));
         assert!(text.contains("0.7412"), "synthetic accuracy");
         assert!(text.contains("0.7012"), "baseline accuracy");
@@ -99,7 +107,7 @@ fn scores_are_classified_by_setting() {
     assert_eq!(find(Setting::Baseline, "embedding"), Some(0.7012));
     assert_eq!(find(Setting::Ceiling, "embedding"), Some(0.8123));
     assert_eq!(v.loss.as_ref().unwrap().len(), 5);
-    assert_eq!(v.train_ledger_epsilon(), Some(2.8996));
+    assert_eq!(v.train_ledger_epsilon(), Some(2.99996));
 }
 
 #[test]
@@ -158,11 +166,22 @@ fn non_private_and_public_reports() {
     let l = std::fs::read_to_string(run.join("privacy_ledger.json")).unwrap();
     std::fs::write(
         run.join("privacy_ledger.json"),
-        l.replace("\"epsilon\": 2.9", "\"epsilon\": null"),
+        l.replace("\"epsilon\": 2.99996", "\"epsilon\": null"),
     )
     .unwrap();
     let (html, _) = render(&run);
     assert!(html.contains("This run is NOT private (ε = ∞)"));
+
+    // A run ledger that disagrees with the training ledger is flagged.
+    let (_d3, run) = fixture();
+    let l = std::fs::read_to_string(run.join("privacy_ledger.json")).unwrap();
+    std::fs::write(
+        run.join("privacy_ledger.json"),
+        l.replace("\"epsilon\": 2.99996", "\"epsilon\": 2.5"),
+    )
+    .unwrap();
+    let (html, _) = render(&run);
+    assert!(html.contains("Warning: the training ledger (train/privacy.json) says ε = 3"));
 
     let (_d2, run) = fixture();
     let v = RunView::load(&run);
@@ -224,9 +243,9 @@ fn sweep_report_compares_methods_over_epsilon_and_notes_tuning() {
         assert!(text.contains("Hyperparameter tuning on private data costs privacy"));
         assert!(text.contains("0.61") && text.contains("0.79") && text.contains("0.65"));
         assert!(text.contains("synthetic (lora)") && text.contains("synthetic (prompt)"));
-        // Composition over the 4 runs: 4 × 3 = 12.
+        // Composition over the 4 runs: 4 × 2.99996 = 11.99984.
         assert!(
-            text.contains("| 12 |") || text.contains("<td>12</td>"),
+            text.contains("| 11.9998 |") || text.contains("<td>11.9998</td>"),
             "composed ε"
         );
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::pipeline::{self, flags::ConfigFlags};
 
-/// Data → DP label histogram → DP fine-tuning → synthesis → evaluation → report.
+/// Data → DP label histogram + DP fine-tuning → synthesis → evaluation → report.
 ///
 /// With no flags: prepares Rotten Tomatoes, fine-tunes SmolLM2-135M with DP-LoRA at ε = 3 on a
 /// subset sized to finish in about 15 minutes on 2 cores, samples a synthetic dataset, evaluates
@@ -16,16 +16,19 @@ use crate::pipeline::{self, flags::ConfigFlags};
 /// checkpoint and privacy ledger: budget is never spent twice) and re-runs what changed.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example run.toml:\n\n  [privacy]\n  epsilon = 8\n  [train]\n  method = \"prompt\"\n  steps = 200\n\nStages: data, histogram, train, synthesize, evaluate, report."
+    after_help = "Example run.toml:\n\n  [privacy]\n  epsilon = 8\n  [train]\n  method = \"prompt\"\n  steps = 200\n\nStages: data, train (DP label histogram + DP fine-tuning, one ledger), synthesize, evaluate, report.\n\nPrivacy: choosing hyperparameters by looking at results on the private data costs privacy that no ledger counts; the defaults were fixed without looking at them (see README)."
 )]
 pub struct Args {
     /// Config file (TOML, sections [run] [data] [privacy] [model] [train] [synth] [eval]).
     #[arg(long, short = 'c', value_name = "run.toml")]
     pub config: Option<PathBuf>,
-    /// Re-run from this stage on, even if finished (re-running histogram or train spends
-    /// privacy budget again; the run's ledger counts every release).
+    /// Re-run from this stage on, even if finished (re-running train spends privacy budget
+    /// again; the run's ledger counts every release).
     #[arg(long, value_name = "STAGE")]
     pub from: Option<String>,
+    /// Stop after this stage (e.g. `--to train`); a later run continues from there.
+    #[arg(long, value_name = "STAGE")]
+    pub to: Option<String>,
     /// Check the config and show what would run; do nothing.
     #[arg(long)]
     pub check: bool,
@@ -38,7 +41,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(f) = &args.from {
         dpsynth_report::stage::parse_from(f)?;
     }
-    let out = pipeline::run(&resolved, args.from.as_deref(), args.check)?;
+    if let Some(t) = &args.to {
+        dpsynth_report::stage::parse_from(t)?;
+    }
+    let out = pipeline::run(
+        &resolved,
+        args.from.as_deref(),
+        args.to.as_deref(),
+        args.check,
+    )?;
     if args.check {
         return Ok(());
     }

@@ -108,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for (i, (p, resolved)) in plan.points.iter().enumerate() {
         eprintln!("\n[{}/{}] {}", i + 1, plan.points.len(), p.dir.display());
-        if let Err(e) = pipeline::run(resolved, None, false) {
+        if let Err(e) = pipeline::run(resolved, None, None, false) {
             if args.keep_going {
                 eprintln!("error: {e:#}");
                 failed.push(p.dir.display().to_string());

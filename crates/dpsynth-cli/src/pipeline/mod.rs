@@ -1,4 +1,4 @@
-//! `dpsynth run`: data → DP label histogram → DP fine-tuning → synthesis → evaluation → report,
+//! `dpsynth run`: data → DP label histogram + DP fine-tuning (one release, one PLD ledger) → synthesis → evaluation → report,
 //! in one run directory, with stage records ([`dpsynth_report::stage`]) so that a re-run skips
 //! finished stages, resumes an interrupted one and never spends privacy budget twice.
 
@@ -28,14 +28,6 @@ pub fn stage_spec(stage: &str, cfg: &RunConfig, dir: &Path) -> StageSpec {
                 Some(p) => p.clone(),
                 None => cfg.assets_dir().join("data").join(&cfg.data.recipe),
             }],
-        ),
-        "histogram" => (
-            &[
-                "privacy.epsilon",
-                "privacy.label_histogram_epsilon",
-                "run.seed",
-            ],
-            vec![data.join("train.jsonl"), data.join("summary.json")],
         ),
         "train" => (
             &["train", "privacy", "model.path", "run.seed"],
@@ -78,14 +70,16 @@ macro_rules! say {
 }
 
 /// Run (or continue) the pipeline for a resolved config. `from`: re-run from this stage on.
-/// `only_check`: print what would run, do nothing.
+/// `to`: stop after this stage. `only_check`: print what would run, do nothing.
 pub fn run(
     resolved: &Resolved,
     from: Option<&str>,
+    to: Option<&str>,
     only_check: bool,
 ) -> anyhow::Result<RunOutcome> {
     let cfg = &resolved.config;
     let from_idx = from.map(parse_from).transpose()?;
+    let to_idx = to.map(parse_from).transpose()?;
     let dir = cfg.run_dir();
     if only_check {
         say!("config OK; run directory: {}", dir.display());
@@ -132,6 +126,13 @@ pub fn run(
     }
     let mut report = None;
     for (i, stage) in STAGES.iter().enumerate() {
+        if to_idx.is_some_and(|t| i > t) {
+            say!(
+                "  stopped after stage {} (--to)",
+                STAGES[to_idx.unwrap_or(0)]
+            );
+            break;
+        }
         let spec = stage_spec(stage, cfg, &dir);
         let force = from_idx.is_some_and(|f| i >= f) || *stage == "report";
         for input in &spec.inputs {

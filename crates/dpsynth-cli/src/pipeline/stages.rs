@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dpsynth_report::config::RunConfig;
-use dpsynth_report::privacy::{self, LedgerEntry, RunLedger};
+use dpsynth_report::privacy::{self, LabelCount, LabelHistogram, LedgerEntry, RunLedger};
 use dpsynth_report::report::{files, write_run_report, ReportOptions};
 use dpsynth_report::stage::write_atomic;
 use serde_json::json;
@@ -30,7 +30,6 @@ pub fn run_stage(
 ) -> anyhow::Result<StageOut> {
     match stage {
         "data" => data(cfg, dir),
-        "histogram" => histogram(cfg, dir),
         "train" => train(cfg, dir, resume),
         "synthesize" => synthesize(cfg, dir),
         "evaluate" => evaluate(cfg, dir),
@@ -81,63 +80,18 @@ fn data(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
     })
 }
 
-/// The DP label histogram: ledger entry first, then `histogram.json`.
-fn histogram(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
-    let data = dir.join(files::DATA_DIR);
-    let summary: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(data.join("summary.json")).context("reading data/summary.json")?,
-    )?;
-    // The label set is treated as public (it is the recipe's or the dataset schema's).
-    let domain: Vec<String> = summary
-        .get("labels")
-        .and_then(|l| l.as_object())
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    anyhow::ensure!(!domain.is_empty(), "data/summary.json lists no labels");
-    let labels: Vec<String> = dpsynth_data::read_jsonl(&data.join("train.jsonl"))?
-        .into_iter()
-        .map(|r| r.label)
-        .collect();
-    let eps = cfg.histogram_epsilon();
-    let mut ledger = RunLedger::load(dir)?;
-    // # Privacy: the release is recorded before it is computed and written (rule 6).
-    ledger.record(
-        dir,
-        LedgerEntry {
-            stage: "histogram".into(),
-            mechanism: if eps.is_infinite() {
-                "exact counts (non-private)".into()
-            } else if eps == 0.0 {
-                "none (uniform labels, no data read)".into()
-            } else {
-                "discrete Laplace on label counts (L1 sensitivity 1)".into()
-            },
-            epsilon: eps.is_finite().then_some(eps),
-            delta: 0.0,
-            unix: now_unix(),
-            superseded: false,
-            details: json!({"labels": domain.len()}),
-        },
-    )?;
-    let h = privacy::dp_label_histogram(&labels, &domain, eps, cfg.run.seed);
-    let p = dir.join(files::HISTOGRAM);
-    write_atomic(&p, &serde_json::to_vec_pretty(&h)?)?;
-    // Post-processing: the released counts as label weights for training/synthesis.
-    let weights: serde_json::Map<String, serde_json::Value> = h
-        .labels
-        .iter()
-        .map(|l| (l.label.clone(), json!(l.count.max(1) as f64)))
-        .collect();
-    let wp = dir.join(LABEL_WEIGHTS);
-    write_atomic(&wp, &serde_json::to_vec_pretty(&weights)?)?;
-    Ok(StageOut {
-        outputs: vec![p, wp],
-        summary: json!({"epsilon": h.epsilon, "labels": h.labels.len()}),
-    })
-}
-
-/// DP fine-tuning. A fresh attempt moves an earlier `train/` aside (its spend stays in the
-/// ledger); a resumed one continues the training crate's checkpoint and ledger.
+/// DP label histogram + DP fine-tuning, one release with one ledger. A fresh attempt moves an
+/// earlier `train/` aside (its spend stays in the run ledger); a resumed one continues the
+/// training crate's checkpoint and ledger.
+///
+/// # Privacy
+/// The training crate releases the label histogram with the Gaussian mechanism (σ calibrated to
+/// `privacy.label_histogram_epsilon` alone) and calibrates DP-SGD's σ so that the PLD
+/// composition of both is ≤ `privacy.epsilon` (`dpsynth_train::train::plan`); its ledger
+/// `train/privacy.json` is written before any step runs and before any output. The run ledger
+/// records this one release at the target ε before training starts, then the ε the training
+/// ledger reports; a resumed attempt updates the same entry (the same release, never a second
+/// spend). `histogram.json` is a post-processed copy of the histogram in the training ledger.
 fn train(cfg: &RunConfig, dir: &Path, resume: bool) -> anyhow::Result<StageOut> {
     let tdir = dir.join(files::TRAIN_DIR);
     if !resume && tdir.exists() {
@@ -151,9 +105,17 @@ fn train(cfg: &RunConfig, dir: &Path, resume: bool) -> anyhow::Result<StageOut> 
     }
     let mut ledger = RunLedger::load(dir)?;
     let eps = cfg.train_epsilon();
+    let mechanism = if eps.is_infinite() {
+        "none: non-private fine-tuning, exact label counts".to_string()
+    } else if cfg.label_budget_share() > 0.0 {
+        "Gaussian label histogram + DP-SGD (Poisson-subsampled Gaussian), composed by the PLD accountant".to_string()
+    } else {
+        "DP-SGD (Poisson-subsampled Gaussian), PLD accountant; uniform labels (no histogram)"
+            .to_string()
+    };
     let entry = |epsilon: Option<f64>, details: serde_json::Value| LedgerEntry {
         stage: "train".into(),
-        mechanism: "DP-SGD (Poisson-subsampled Gaussian), PLD accountant".into(),
+        mechanism: mechanism.clone(),
         epsilon,
         delta: if eps.is_finite() {
             cfg.privacy.delta
@@ -174,9 +136,74 @@ fn train(cfg: &RunConfig, dir: &Path, resume: bool) -> anyhow::Result<StageOut> 
     }
     let spent = train_impl(cfg, dir, &tdir, resume)?;
     ledger.update_current(dir, entry(spent.epsilon, spent.details.clone()))?;
+    let hist = label_histogram_view(cfg, dir, &tdir)?;
+    let hp = dir.join(files::HISTOGRAM);
+    write_atomic(&hp, &serde_json::to_vec_pretty(&hist)?)?;
     Ok(StageOut {
-        outputs: vec![tdir],
+        outputs: vec![tdir, hp],
         summary: json!({"epsilon": spent.epsilon, "details": spent.details}),
+    })
+}
+
+/// The report's copy of the released label histogram (post-processing of the training ledger),
+/// or the exact counts of a non-private run, or the uniform split when no histogram was released.
+fn label_histogram_view(
+    cfg: &RunConfig,
+    dir: &Path,
+    tdir: &Path,
+) -> anyhow::Result<LabelHistogram> {
+    if cfg.is_non_private() {
+        let w: std::collections::BTreeMap<String, f64> = serde_json::from_slice(
+            &std::fs::read(dir.join(LABEL_WEIGHTS)).context("reading label_weights.json")?,
+        )?;
+        return Ok(LabelHistogram {
+            labels: w
+                .into_iter()
+                .map(|(label, c)| LabelCount {
+                    label,
+                    count: c as u64,
+                })
+                .collect(),
+            epsilon: None,
+            mechanism: "exact (non-private run)".into(),
+            scale: None,
+        });
+    }
+    let l = dpsynth_train::ledger::Ledger::read(&tdir.join("privacy.json"))
+        .context("reading the training ledger")?;
+    Ok(match &l.label_histogram {
+        Some(h) => LabelHistogram {
+            labels: h
+                .labels
+                .iter()
+                .zip(&h.noisy_counts)
+                .map(|(label, c)| LabelCount {
+                    label: label.clone(),
+                    count: c.round().max(0.0) as u64,
+                })
+                .collect(),
+            epsilon: Some(cfg.privacy.label_histogram_epsilon),
+            mechanism: "gaussian".into(),
+            scale: Some(h.noise_multiplier),
+        },
+        None => {
+            let info: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(tdir.join("run.json")).unwrap_or_default())
+                    .unwrap_or_default();
+            let labels: Vec<String> = info
+                .get("labels")
+                .and_then(|x| serde_json::from_value(x.clone()).ok())
+                .unwrap_or_default();
+            LabelHistogram {
+                labels: labels
+                    .into_iter()
+                    .map(|label| LabelCount { label, count: 1 })
+                    .collect(),
+                epsilon: Some(0.0),
+                mechanism: "none (uniform over labels)".into(),
+                scale: None,
+            }
+        }
     })
 }
 
@@ -258,16 +285,51 @@ pub fn train_config(cfg: &RunConfig, dir: &Path, resume: bool) -> dpsynth_train:
     t.physical_batch = (cfg.train.batch_size as usize).clamp(1, 8);
     t.lr = cfg.train.learning_rate;
     t.seed = cfg.run.seed;
-    // The label histogram is released by the pipeline's own histogram stage (and accounted in
-    // the run ledger); training must not spend budget on it again.
-    t.label_distribution = LabelDistribution::File(dir.join(LABEL_WEIGHTS));
+    t.template = prompt_template(cfg);
+    // One mechanism, one ledger: the training crate releases the label histogram (Gaussian) and
+    // composes it with DP-SGD under PLD. Non-private runs use the exact counts.
+    if t.no_dp {
+        t.label_distribution = LabelDistribution::File(dir.join(LABEL_WEIGHTS));
+    } else if cfg.label_budget_share() > 0.0 {
+        t.label_distribution = LabelDistribution::Dp;
+        t.label_budget_share = cfg.label_budget_share();
+    } else {
+        t.label_distribution = LabelDistribution::Uniform;
+    }
     t.checkpoint_every = (cfg.train.steps / 10).clamp(1, 50);
     t.resume = resume;
     t
 }
 
-/// Label weights file handed to training/synthesis (the DP histogram's counts).
+/// Exact label counts of a non-private run (`privacy.epsilon = inf`), handed to training and
+/// synthesis. DP runs never write it: their histogram is released by the training crate.
 pub const LABEL_WEIGHTS: &str = "label_weights.json";
+
+/// The run's prompt template: `train.prompt_template` (with `\n` written as two characters
+/// turned into a newline, for flags), else the recipe's default (label names and their meaning
+/// are the recipe's public schema), else the generic template for user datasets.
+pub fn prompt_template(cfg: &RunConfig) -> String {
+    match &cfg.train.prompt_template {
+        Some(t) => t.replace("\\n", "\n"),
+        None => dpsynth_data::prompt::default_template_for(
+            cfg.data.path.is_none().then_some(cfg.data.recipe.as_str()),
+        )
+        .to_string(),
+    }
+}
+
+/// Exact label counts for a non-private run (no privacy to protect: ε = ∞).
+fn write_exact_label_counts(dir: &Path) -> anyhow::Result<()> {
+    let mut counts: std::collections::BTreeMap<String, f64> = Default::default();
+    for r in dpsynth_data::read_jsonl(&dir.join(files::DATA_DIR).join("train.jsonl"))? {
+        *counts.entry(r.label).or_insert(0.0) += 1.0;
+    }
+    write_atomic(
+        &dir.join(LABEL_WEIGHTS),
+        &serde_json::to_vec_pretty(&counts)?,
+    )?;
+    Ok(())
+}
 
 fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow::Result<Spent> {
     let dir = _dir;
@@ -281,6 +343,9 @@ fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow
             "  note: the interrupted training had no checkpoint yet (nothing left the process); starting it over, old files in {}",
             aside.display()
         );
+    }
+    if cfg.is_non_private() {
+        write_exact_label_counts(dir)?;
     }
     let tc = train_config(cfg, dir, resume);
     let mut bar = TrainBar { bar: None };
@@ -336,7 +401,8 @@ impl dpsynth_train::synth::SynthProgress for SynthBar {
 }
 
 /// Sample the synthetic dataset from the trained run: post-processing, no privacy cost. Labels
-/// follow the DP label histogram (via `label_weights.json`).
+/// follow the training run's own label distribution (the DP histogram in its ledger, uniform,
+/// or the exact counts of a non-private run).
 fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
     use dpsynth_train::synth::{synthesize, SynthConfig};
     let out = dir.join(files::SYNTHETIC);
@@ -345,9 +411,7 @@ fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
         cfg.synth.count as usize,
         out.clone(),
     );
-    sc.label_distribution = Some(dpsynth_train::LabelDistribution::File(
-        dir.join(LABEL_WEIGHTS),
-    ));
+    sc.label_distribution = None;
     sc.temperature = cfg.synth.temperature;
     sc.top_p = (cfg.synth.top_p < 1.0).then_some(cfg.synth.top_p);
     sc.max_new_tokens = cfg.synth.max_new_tokens as usize;

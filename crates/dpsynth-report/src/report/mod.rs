@@ -75,7 +75,7 @@ fn not_run(doc: &mut Doc, v: &RunView, stage: &str, what: &str) {
 pub fn privacy_section(doc: &mut Doc, v: &RunView) {
     doc.h2("Privacy guarantee");
     let Some(ledger) = v.ledger.as_ref().filter(|l| !l.entries.is_empty()) else {
-        doc.note("Not run: nothing has been released from the private data yet (the histogram and train stages have no ledger entries), so there is no guarantee to state.");
+        doc.note("Not run: nothing has been released from the private data yet (the train stage, which releases the label histogram and the adapter, has no ledger entry), so there is no guarantee to state.");
         return;
     };
     let g = ledger.current();
@@ -95,6 +95,17 @@ pub fn privacy_section(doc: &mut Doc, v: &RunView) {
         ));
         if !training_done {
             doc.note("Training has not finished: this is the budget spent so far, not the guarantee of a finished run.");
+        } else if let Some(te) = v.train_ledger_epsilon() {
+            // The run ledger copies the training ledger's PLD ε when training finishes; a
+            // mismatch means one of the files was edited or is stale.
+            let one_release = ledger.entries.iter().filter(|e| !e.superseded).count() == 1;
+            if one_release && (te - g.epsilon).abs() > 1e-9 {
+                doc.note(format!(
+                    "Warning: the training ledger (train/privacy.json) says ε = {}, the run ledger says ε = {}; trust the larger until the run is repeated.",
+                    fmt_num(te),
+                    fmt_num(g.epsilon)
+                ));
+            }
         }
     }
     let rows = ledger
@@ -115,7 +126,7 @@ pub fn privacy_section(doc: &mut Doc, v: &RunView) {
         })
         .collect();
     doc.table(&["release", "mechanism", "ε", "δ", "status"], rows);
-    doc.p("The releases are composed by basic sequential composition (ε and δ add up; Dwork & Roth 2014, Thm 3.16), which never understates ε.");
+    doc.p("One release per training attempt: the DP label histogram (Gaussian mechanism) and the DP-SGD fine-tuning, composed by the PLD accountant in the training ledger (train/privacy.json); the ε above is that ledger's. Only separate attempts in the same directory (superseded rows) are added up, by basic sequential composition (Dwork & Roth 2014, Thm 3.16), which never understates ε.");
     let all = ledger.spent_in_directory();
     if all.epsilon > g.epsilon + 1e-12 {
         doc.note(format!(
@@ -359,7 +370,7 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
         m
     });
     match (&v.histogram, &synth_counts) {
-        (None, None) => not_run(&mut doc, v, "histogram", "label histogram"),
+        (None, None) => not_run(&mut doc, v, "train", "label histogram"),
         (h, s) => {
             let mut labels: Vec<String> = Vec::new();
             if let Some(h) = h {
@@ -398,9 +409,9 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
                 groups.push((format!("DP label histogram ({})", h.mechanism), share(c)));
                 doc.p(match h.epsilon {
                     Some(e) if e > 0.0 => format!(
-                        "Released with ε = {} by the discrete Laplace mechanism (noise scale {}), then used to split the synthetic records over labels.",
-                        fmt_num(e),
-                        h.scale.map(fmt_num).unwrap_or_default()
+                        "Released by the Gaussian mechanism (σ = {} per count, calibrated to ε = {} on its own) and composed with DP-SGD in the training ledger by the PLD accountant, so the run's total ε already includes it; then used to split the synthetic records over labels.",
+                        h.scale.map(fmt_num).unwrap_or_default(),
+                        fmt_num(e)
                     ),
                     Some(_) => "No budget was spent on labels: synthetic records are split uniformly.".to_string(),
                     None => "Exact label counts (non-private run).".to_string(),
@@ -409,7 +420,7 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
                 for r in rows.iter_mut() {
                     r.push("—".into());
                 }
-                not_run(&mut doc, v, "histogram", "DP label histogram");
+                not_run(&mut doc, v, "train", "DP label histogram");
             }
             if let Some(s) = s {
                 let c: Vec<u64> = labels
