@@ -20,9 +20,9 @@ fn thread_cpu_seconds() -> Option<f64> {
     (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
-/// Runs `f` until about `budget` seconds have passed (at least 3 times) and returns the best
+/// Runs `f` until about `budget` seconds have passed (at least 3 times) and returns the mean
 /// time per call in seconds: thread CPU time with 1 thread (when available), else wall time.
-fn best_time(budget: f64, mut f: impl FnMut()) -> f64 {
+fn mean_time(budget: f64, mut f: impl FnMut()) -> f64 {
     f(); // warm-up
     let use_cpu = rayon::current_num_threads() == 1 && thread_cpu_seconds().is_some();
     let now = || {
@@ -33,15 +33,13 @@ fn best_time(budget: f64, mut f: impl FnMut()) -> f64 {
         }
     };
     let start = Instant::now();
-    let mut best = f64::INFINITY;
+    let t0 = now();
     let mut n = 0;
     while n < 3 || start.elapsed().as_secs_f64() < budget {
-        let t = now();
         f();
-        best = best.min(now() - t);
         n += 1;
     }
-    best
+    (now() - t0) / n as f64
 }
 
 thread_local! {
@@ -58,9 +56,9 @@ fn main() -> candle_core::Result<()> {
         rayon::current_num_threads(),
         bf16_kernel_available(),
         if rayon::current_num_threads() == 1 && thread_cpu_seconds().is_some() {
-            "best thread CPU time per product"
+            "mean thread CPU time per product"
         } else {
-            "best wall time per product"
+            "mean wall time per product"
         }
     );
     println!(
@@ -68,13 +66,24 @@ fn main() -> candle_core::Result<()> {
         "m x k x n", "packed fwd", "packed bwd", "candle f32", "pack (ms)"
     );
     let dev = Device::Cpu;
-    for &(m, k, n) in &[
-        (1024usize, 576usize, 1536usize),
-        (8, 576, 49152),
-        (1, 576, 49152),
-        (32, 576, 1536),
-        (1024, 1536, 576),
-    ] {
+    // Optional argument: shapes as `MxKxN,MxKxN,...`.
+    let shapes: Vec<(usize, usize, usize)> = match std::env::args().nth(1) {
+        Some(a) => a
+            .split(',')
+            .map(|s| {
+                let v: Vec<usize> = s.split('x').map(|x| x.parse().expect("MxKxN")).collect();
+                (v[0], v[1], v[2])
+            })
+            .collect(),
+        None => vec![
+            (1024, 576, 1536),
+            (8, 576, 49152),
+            (1, 576, 49152),
+            (32, 576, 1536),
+            (1024, 1536, 576),
+        ],
+    };
+    for &(m, k, n) in &shapes {
         let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
         let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
         let t = Instant::now();
@@ -87,10 +96,10 @@ fn main() -> candle_core::Result<()> {
         let mut y = vec![0f32; m * n];
         let mut dx = vec![0f32; m * k];
         let flop = 2.0 * (m * k * n) as f64;
-        let tf = best_time(1.0, || pw.forward(&xv, m, &mut y));
-        let tb = best_time(1.0, || pw.backward_input(&gv, m, &mut dx).unwrap());
+        let tf = mean_time(1.0, || pw.forward(&xv, m, &mut y));
+        let tb = mean_time(1.0, || pw.backward_input(&gv, m, &mut dx).unwrap());
         let wt = w.t()?;
-        let tc = best_time(1.0, || {
+        let tc = mean_time(1.0, || {
             let _ = x.matmul(&wt).unwrap();
         });
         println!(
