@@ -570,7 +570,7 @@ pub fn resolve_entries(
         set_dotted(&mut table, &k, v);
         origins.insert(k, origin);
     }
-    let config: RunConfig = table.try_into().map_err(|e: toml::de::Error| {
+    let mut config: RunConfig = table.try_into().map_err(|e: toml::de::Error| {
         // Unreachable in practice: keys and kinds were checked above. Keep a clear message anyway.
         ConfigError::Invalid {
             key: "config".into(),
@@ -578,6 +578,11 @@ pub fn resolve_entries(
             msg: e.to_string(),
         }
     })?;
+    // Method-dependent default: a soft prompt needs a larger step than LoRA matrices (prompt
+    // tuning is usually run with a learning rate ~10× LoRA's). Only when the user set none.
+    if config.train.method == "prompt" && !origins.contains_key("train.learning_rate") {
+        config.train.learning_rate = defaults::PROMPT_LEARNING_RATE;
+    }
     let resolved = Resolved { config, origins };
     resolved.config.validate(&resolved.origins)?;
     Ok(resolved)
@@ -936,6 +941,26 @@ pub(crate) mod tests {
         assert_eq!(n + 7, KEYS.len());
         let flags: std::collections::BTreeSet<_> = KEYS.iter().map(|k| k.flag).collect();
         assert_eq!(flags.len(), KEYS.len(), "flags must be unique");
+    }
+
+    #[test]
+    fn prompt_tuning_gets_its_own_default_learning_rate_unless_set() {
+        let a = fake_assets();
+        let m = Override::new("train.method", "prompt");
+        let r = resolve(None, &[with_assets(&a), m.clone()]).unwrap();
+        assert_eq!(r.config.train.learning_rate, defaults::PROMPT_LEARNING_RATE);
+        let r = resolve(
+            None,
+            &[
+                with_assets(&a),
+                m,
+                Override::new("train.learning_rate", "0.5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.config.train.learning_rate, 0.5, "an explicit value wins");
+        let r = resolve(None, &[with_assets(&a)]).unwrap();
+        assert_eq!(r.config.train.learning_rate, defaults::QUICK.learning_rate);
     }
 
     #[test]
