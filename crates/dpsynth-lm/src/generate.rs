@@ -426,7 +426,64 @@ fn forward_step(
     m.lm_head.forward(&h)
 }
 
+/// `e^x` for the sampler, vectorizable: 0 below -87 (and for NaN); elsewhere (x ≤ 0 in use)
+/// relative error below 1e-5 (4e-6 near -87, from rounding `x·log2(e)` to f32: the same order
+/// as the rounding of the f32 logit difference `x` itself). Range reduction `x·log2(e) = n + f`, `|f| ≤ 1/2`, then a
+/// degree-7 Taylor polynomial of `2^f` (truncation error < 2e-8) scaled by `2^n` via the
+/// exponent bits.
+#[inline(always)]
+fn fast_exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let t = (x * std::f32::consts::LOG2_E).clamp(-126.0, 126.0);
+    let m = t + MAGIC;
+    let n = m - MAGIC;
+    let f = t - n;
+    let ni = (m.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let p = 1.0
+        + f * (std::f32::consts::LN_2
+            + f * (0.240_226_5
+                + f * (0.055_504_11
+                    + f * (0.009_618_129
+                        + f * (0.001_333_355_8 + f * (0.000_154_035_3 + f * 0.000_015_252_73))))));
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
+    if x >= -87.0 {
+        p * scale
+    } else {
+        0.0
+    }
+}
+
+/// Index of the entry of `w` (non-negative weights) where the running sum passes `u`.
+fn walk(w: &[f32], mut u: f64) -> usize {
+    for (j, &x) in w.iter().enumerate() {
+        u -= x as f64;
+        if u < 0.0 {
+            return j;
+        }
+    }
+    // Rounding: the last entry with positive weight.
+    w.iter().rposition(|&x| x > 0.0).unwrap_or(0)
+}
+
+/// Logit-gap bins of the nucleus search: `BINS_PER_NAT` bins per nat of `(max - logit) / T`.
+const NUCLEUS_BINS: usize = 1024;
+const BINS_PER_NAT: f32 = 16.0;
+
+thread_local! {
+    /// Sampler scratch (weights, bins, ids), reused across calls to avoid page-faulting a
+    /// vocabulary-sized allocation per token.
+    static SAMPLER_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<u16>, Vec<u32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
 /// Draws the next token from `logits` (one row).
+///
+/// Temperature 0 (or top-k 1) is argmax. Otherwise the candidates are the top-k tokens (all if
+/// no top-k), weighted by `exp((logit - max) / T)`; with top-p, only the shortest prefix of
+/// the candidates sorted by decreasing logit (ties: lower id first) whose probability mass
+/// reaches `top_p`. The nucleus is found without sorting the vocabulary: the weights are
+/// binned by logit gap, the bin where the cumulative mass crosses `top_p` is located, and only
+/// that bin's tokens are sorted.
 pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> u32 {
     let argmax = || {
         logits
@@ -436,79 +493,136 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> u
             .map(|(i, _)| i as u32)
             .unwrap_or(0)
     };
-    if p.temperature == 0.0 || p.top_k == Some(1) {
+    if p.temperature == 0.0 || p.top_k == Some(1) || logits.is_empty() {
         return argmax();
     }
+    SAMPLER_SCRATCH.with(|s| {
+        let mut guard = s.borrow_mut();
+        let (ew, bins, ids) = &mut *guard;
+        sample_with(logits, p, rng, ew, bins, ids)
+    })
+}
+
+fn sample_with(
+    logits: &[f32],
+    p: &SamplingParams,
+    rng: &mut impl Rng,
+    ew: &mut Vec<f32>,
+    bins: &mut Vec<u16>,
+    ids: &mut Vec<u32>,
+) -> u32 {
     let inv_t = 1.0 / p.temperature as f32;
     let n = logits.len();
-    let k = match p.top_k {
-        Some(k) if k > 0 && k < n => k,
-        _ => n,
+    let by_logit = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
     };
-    let top_p = p.top_p.filter(|&x| x < 1.0);
-    // Candidate set: the top-k (or, for nucleus sampling, a prefix that is then widened).
-    let mut idx: Vec<u32> = (0..n as u32).collect();
-    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-    let mut cand = if k < n {
-        idx.select_nth_unstable_by(k - 1, by_logit);
-        idx.truncate(k);
-        idx
+    // Candidate set: the top-k ids, or all (then `ids` stays empty and j is the id).
+    ids.clear();
+    if let Some(k) = p.top_k.filter(|&k| k > 0 && k < n) {
+        ids.extend(0..n as u32);
+        ids.select_nth_unstable_by(k - 1, by_logit);
+        ids.truncate(k);
+    }
+    let all = ids.is_empty();
+    let logit_of = |j: usize| {
+        if all {
+            logits[j]
+        } else {
+            logits[ids[j] as usize]
+        }
+    };
+    let len = if all { n } else { ids.len() };
+    let max = (0..len).map(logit_of).fold(f32::NEG_INFINITY, f32::max);
+    ew.clear();
+    if all {
+        ew.extend(logits.iter().map(|&l| fast_exp((l - max) * inv_t)));
     } else {
-        idx
+        ew.extend(
+            ids.iter()
+                .map(|&i| fast_exp((logits[i as usize] - max) * inv_t)),
+        );
+    }
+    let id_of = |j: usize| if all { j as u32 } else { ids[j] };
+    let Some(tp) = p.top_p.filter(|&x| x < 1.0) else {
+        let total: f64 = ew.iter().map(|&x| x as f64).sum();
+        return id_of(walk(ew, rng.random::<f64>() * total));
     };
-    let max = cand
-        .iter()
-        .map(|&i| logits[i as usize])
-        .fold(f32::NEG_INFINITY, f32::max);
-    if let Some(tp) = top_p {
-        // Probabilities over the top-k set; the nucleus is the shortest sorted prefix with mass >= tp.
-        let z: f64 = cand
-            .iter()
-            .map(|&i| (((logits[i as usize] - max) * inv_t) as f64).exp())
-            .sum();
-        let mut prefix = 256.min(cand.len());
-        loop {
-            if prefix < cand.len() {
-                cand.select_nth_unstable_by(prefix - 1, by_logit);
-            }
-            let mut head: Vec<u32> = cand[..prefix].to_vec();
-            head.sort_unstable_by(|a, b| by_logit(a, b).then(a.cmp(b)));
-            let mut mass = 0.0;
-            let mut cut = None;
-            for (j, &i) in head.iter().enumerate() {
-                mass += (((logits[i as usize] - max) * inv_t) as f64).exp() / z;
-                if mass >= tp {
-                    cut = Some(j + 1);
-                    break;
-                }
-            }
-            match cut {
-                Some(c) => {
-                    head.truncate(c);
-                    cand = head;
-                    break;
-                }
-                None if prefix == cand.len() => {
-                    cand = head;
-                    break;
-                }
-                None => prefix = (prefix * 8).min(cand.len()),
-            }
+    let (nucleus, weights) = nucleus(logits, ids, inv_t, max, tp, ew, bins);
+    let total: f64 = weights.iter().map(|&x| x as f64).sum();
+    nucleus[walk(&weights, rng.random::<f64>() * total)]
+}
+
+/// The top-p nucleus of the candidates `j < ew.len()` (id `ids[j]`, or `j` when `ids` is
+/// empty; weight `ew[j]`; `max` is their largest logit): ids and weights. See [`sample_token`].
+fn nucleus(
+    logits: &[f32],
+    ids: &[u32],
+    inv_t: f32,
+    max: f32,
+    tp: f64,
+    ew: &[f32],
+    bins: &mut Vec<u16>,
+) -> (Vec<u32>, Vec<f32>) {
+    let len = ew.len();
+    let all = ids.is_empty();
+    let id_of = |j: usize| if all { j as u32 } else { ids[j] };
+    let logit_of = |j: usize| logits[id_of(j) as usize];
+    let by_logit = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    // Nucleus: bin by logit gap (monotone in the sort order), find the crossing bin.
+    let z: f64 = ew.iter().map(|&x| x as f64).sum();
+    let target = tp * z;
+    bins.clear();
+    let mut mass = vec![0f64; NUCLEUS_BINS];
+    for (j, &e) in ew.iter().enumerate() {
+        let gap = (max - logit_of(j)) * inv_t * BINS_PER_NAT;
+        // NaN and huge gaps go to the last bin.
+        let b = if gap < (NUCLEUS_BINS - 1) as f32 {
+            gap.max(0.0) as u16
+        } else {
+            (NUCLEUS_BINS - 1) as u16
+        };
+        bins.push(b);
+        mass[b as usize] += e as f64;
+    }
+    let mut cum = 0.0;
+    let mut cross = NUCLEUS_BINS - 1;
+    for (b, &m) in mass.iter().enumerate() {
+        if cum + m >= target {
+            cross = b;
+            break;
+        }
+        cum += m;
+    }
+    // The nucleus: every candidate in a bin before `cross`, then the crossing bin's candidates
+    // in sorted order until the mass reaches the target.
+    let mut nucleus: Vec<u32> = Vec::new();
+    let mut weights: Vec<f32> = Vec::new();
+    let mut crossing: Vec<u32> = Vec::new();
+    for j in 0..len {
+        let b = bins[j] as usize;
+        if b < cross {
+            nucleus.push(id_of(j));
+            weights.push(ew[j]);
+        } else if b == cross {
+            crossing.push(j as u32);
         }
     }
-    let w: Vec<f64> = cand
-        .iter()
-        .map(|&i| (((logits[i as usize] - max) * inv_t) as f64).exp())
-        .collect();
-    let total: f64 = w.iter().sum();
-    let mut u = rng.random::<f64>() * total;
-    for (j, wj) in w.iter().enumerate() {
-        u -= wj;
-        if u < 0.0 {
-            return cand[j];
+    crossing.sort_unstable_by(|&a, &b| by_logit(&id_of(a as usize), &id_of(b as usize)));
+    for &j in &crossing {
+        nucleus.push(id_of(j as usize));
+        weights.push(ew[j as usize]);
+        cum += ew[j as usize] as f64;
+        if cum >= target {
+            break;
         }
     }
-    *cand.last().unwrap_or(&0)
+    (nucleus, weights)
 }
 
 struct Slot {
@@ -778,4 +892,154 @@ fn to_device(w: &LlamaWeights, dev: &Device) -> Result<LlamaWeights> {
         final_norm: mv(&w.final_norm)?,
         lm_head: w.lm_head.as_ref().map(mv).transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0f32 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            let got = fast_exp(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 1e-5, "relative error {worst}");
+        // Near 0 (the bulk of a nucleus) it is as good as f32 allows.
+        for i in 0..=10_000 {
+            let x = -(i as f32) / 10_000.0;
+            let want = (x as f64).exp();
+            assert!(((fast_exp(x) as f64 - want) / want).abs() < 3e-7, "{x}");
+        }
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert_eq!(fast_exp(-88.0), 0.0);
+        assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(fast_exp(f32::NAN), 0.0);
+    }
+
+    /// The nucleus by sorting everything (the definition), in f64.
+    fn naive_nucleus(logits: &[f32], t: f64, k: Option<usize>, tp: f64) -> Vec<u32> {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        idx.sort_by(|&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
+        if let Some(k) = k {
+            idx.truncate(k);
+        }
+        let max = logits[idx[0] as usize] as f64;
+        let w: Vec<f64> = idx
+            .iter()
+            .map(|&i| ((logits[i as usize] as f64 - max) / t).exp())
+            .collect();
+        let z: f64 = w.iter().sum();
+        let mut cum = 0.0;
+        let mut out = Vec::new();
+        for (&i, &wi) in idx.iter().zip(&w) {
+            out.push(i);
+            cum += wi;
+            if cum >= tp * z {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn nucleus_matches_the_sorting_definition() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for case in 0..60 {
+            let n = [5, 100, 4096, 49152][case % 4];
+            let spread = [0.5f32, 3.0, 10.0][case % 3];
+            let mut logits: Vec<f32> = (0..n)
+                .map(|_| (rng.random::<f32>() - 0.5) * 2.0 * spread)
+                .collect();
+            // Ties and a dominant token in some cases.
+            if case % 5 == 0 {
+                logits[n / 2] = logits[0];
+            }
+            if case % 7 == 0 {
+                logits[n - 1] = 40.0;
+            }
+            let t = [1.0, 0.7, 1.5][case % 3];
+            let tp = [0.95, 0.5, 0.99, 0.2][case % 4];
+            let k = (case % 2 == 1).then_some(n.div_ceil(3));
+            let want = naive_nucleus(&logits, t, k, tp);
+            let p = SamplingParams {
+                temperature: t,
+                top_k: k,
+                top_p: Some(tp),
+                ..Default::default()
+            };
+            let (mut ew, mut bins, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+            // Same candidate preparation as `sample_with`.
+            let inv_t = 1.0 / t as f32;
+            if let Some(k) = k {
+                ids.extend(0..n as u32);
+                ids.select_nth_unstable_by(k - 1, |a: &u32, b: &u32| {
+                    logits[*b as usize]
+                        .total_cmp(&logits[*a as usize])
+                        .then(a.cmp(b))
+                });
+                ids.truncate(k);
+            }
+            let max = if ids.is_empty() {
+                logits.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+            } else {
+                ids.iter()
+                    .map(|&i| logits[i as usize])
+                    .fold(f32::NEG_INFINITY, f32::max)
+            };
+            if ids.is_empty() {
+                ew.extend(logits.iter().map(|&l| fast_exp((l - max) * inv_t)));
+            } else {
+                ew.extend(
+                    ids.iter()
+                        .map(|&i| fast_exp((logits[i as usize] - max) * inv_t)),
+                );
+            }
+            let (mut got, w) = nucleus(&logits, &ids, inv_t, max, tp, &ew, &mut bins);
+            assert_eq!(got.len(), w.len());
+            got.sort_unstable();
+            let mut want_sorted = want.clone();
+            want_sorted.sort_unstable();
+            assert_eq!(
+                got, want_sorted,
+                "case {case} (n {n}, T {t}, k {k:?}, top-p {tp})"
+            );
+            // And sampling only ever returns nucleus members.
+            for _ in 0..20 {
+                let s = sample_token(&logits, &p, &mut rng);
+                assert!(
+                    want.contains(&s),
+                    "case {case}: sampled {s} outside the nucleus"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_frequencies_follow_the_softmax() {
+        // 4 tokens, T = 1, no truncation: frequencies within 4 sigma of the probabilities.
+        let logits = [0.0f32, 1.0, -1.0, 0.5];
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        let p = SamplingParams::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let n = 20_000;
+        let mut c = [0usize; 4];
+        for _ in 0..n {
+            c[sample_token(&logits, &p, &mut rng) as usize] += 1;
+        }
+        for (i, &l) in logits.iter().enumerate() {
+            let q = (l as f64).exp() / z;
+            let sd = (q * (1.0 - q) / n as f64).sqrt();
+            let f = c[i] as f64 / n as f64;
+            assert!((f - q).abs() < 4.0 * sd, "token {i}: {f} vs {q}");
+        }
+    }
 }

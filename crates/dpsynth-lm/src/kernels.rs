@@ -807,6 +807,9 @@ mod tests {
             (64, 31, 1),
             (7, 577, 65),
             (25, 2, 100),
+            // k beyond one k-block (accumulating into C), rows beyond one L2 row chunk.
+            (5, 2 * KCP + 3, 33),
+            (MR_AVX * MC_BLOCKS + 3, 20, 40),
         ];
         for &(rows, k, n) in shapes {
             let w = randn(&mut rng, n * k); // [out=n, in=k]
