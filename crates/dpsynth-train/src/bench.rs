@@ -15,6 +15,7 @@ use dpsynth_lm::{LlamaConfig, LlamaWeights, LoraConfig};
 use serde::Serialize;
 
 use crate::dp::PerExampleGrads;
+use crate::frozen::{FrozenPrecision, PackedBase};
 use crate::model::{
     batched_per_example_grads, Example, FullVars, Method, Params, TrainBatch, TrainModel,
     Trainables,
@@ -34,6 +35,11 @@ pub struct TrainBenchOptions {
     pub steps: usize,
     /// Methods to run: any of "lora", "prompt", "full".
     pub methods: Vec<String>,
+    /// Physical micro-batch sizes to run each logical batch of `batch` examples in (one row
+    /// per size; the gradient of the logical batch is the same, memory is lower).
+    pub micro_batches: Vec<usize>,
+    /// Precision of the frozen base in LoRA and prompt tuning (full fine-tuning: f32).
+    pub base_precision: FrozenPrecision,
 }
 
 impl Default for TrainBenchOptions {
@@ -46,6 +52,8 @@ impl Default for TrainBenchOptions {
             seq_len: 128,
             steps: 3,
             methods: vec!["lora".into(), "prompt".into(), "full".into()],
+            micro_batches: vec![8],
+            base_precision: FrozenPrecision::machine_default(),
         }
     }
 }
@@ -56,7 +64,14 @@ pub struct TrainBenchRow {
     pub method: String,
     pub mode: String,
     pub trainable_parameters: usize,
+    /// Physical micro-batch size (full fine-tuning always runs one example at a time).
+    pub micro_batch: usize,
+    /// Frozen base precision ("f32" or "bf16"; full fine-tuning: "f32").
+    pub base_precision: String,
     pub median_s_per_step: f64,
+    /// Median CPU time (user + system, all threads of the process) per step: less
+    /// sensitive than wall time to other processes on a shared machine.
+    pub median_cpu_s_per_step: Option<f64>,
     pub examples_per_s: f64,
     /// Peak resident memory during this mode (VmHWM after resetting it), GB.
     pub peak_rss_gb: Option<f64>,
@@ -85,10 +100,25 @@ fn reset_peak_rss() {
 }
 
 fn peak_rss_gb() -> Option<f64> {
+    rss_gb("VmHWM:")
+}
+
+fn rss_gb(key: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let l = s.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = l.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0 / 1024.0)
+}
+
+/// User + system CPU seconds of this process (`/proc/self/stat`, clock ticks of 10 ms).
+fn process_cpu_s() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    Some((ut + st) / 100.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -113,6 +143,22 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
         })
         .collect();
     let refs: Vec<&Example> = examples.iter().collect();
+    eprintln!(
+        "model loaded: RSS {:.2} GB",
+        rss_gb("VmRSS:").unwrap_or(0.0)
+    );
+    let packed = match opts.base_precision {
+        FrozenPrecision::Bf16 if opts.methods.iter().any(|m| m != "full") => {
+            let p = PackedBase::new(&w)?;
+            eprintln!(
+                "bf16 base packed ({:.2} GB): RSS {:.2} GB",
+                p.bytes() as f64 / 1e9,
+                rss_gb("VmRSS:").unwrap_or(0.0)
+            );
+            Some(p)
+        }
+        _ => None,
+    };
     let mut rows = Vec::new();
     for m in &opts.methods {
         let method = match m.as_str() {
@@ -129,7 +175,20 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
                 )))
             }
         };
-        for dp in [true, false] {
+        let mbs: Vec<usize> = if method == Method::Full {
+            vec![1]
+        } else {
+            opts.micro_batches.clone()
+        };
+        for (dp, mb) in [true, false]
+            .into_iter()
+            .flat_map(|dp| mbs.iter().map(move |&mb| (dp, mb)))
+        {
+            if mb == 0 {
+                return Err(crate::TrainError::Config(
+                    "micro-batch size must be at least 1".into(),
+                ));
+            }
             let mut params = Params::init(&method, &w, 0)?;
             let n = params.numel();
             let mut opt = AdamW::new(
@@ -147,11 +206,31 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
             let mut rng = DpRng::new(SeedPolicy::Os, "noise", 0);
             reset_peak_rss();
             let mut times = Vec::new();
+            let mut cpu = Vec::new();
             for s in 0..=opts.steps {
                 let t = Instant::now();
-                step_once(&w, &method, &mut params, &mut opt, &refs, dp, &mut rng)?;
+                let c0 = process_cpu_s();
+                let model = match (&packed, &method) {
+                    (Some(p), Method::Lora(_) | Method::Prompt { .. }) => {
+                        TrainModel::with_packed(&w, p)
+                    }
+                    _ => TrainModel::new(&w),
+                };
+                step_once(
+                    &model,
+                    &method,
+                    &mut params,
+                    &mut opt,
+                    &refs,
+                    mb,
+                    dp,
+                    &mut rng,
+                )?;
                 if s > 0 {
                     times.push(t.elapsed().as_secs_f64());
+                    if let (Some(a), Some(b)) = (c0, process_cpu_s()) {
+                        cpu.push(b - a);
+                    }
                 }
             }
             let med = median(times);
@@ -163,7 +242,14 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
                     "non-private".into()
                 },
                 trainable_parameters: n,
+                micro_batch: mb,
+                base_precision: if method == Method::Full {
+                    "f32".into()
+                } else {
+                    opts.base_precision.name().into()
+                },
                 median_s_per_step: med,
+                median_cpu_s_per_step: (!cpu.is_empty()).then(|| median(cpu)),
                 examples_per_s: opts.batch as f64 / med,
                 peak_rss_gb: peak_rss_gb(),
             });
@@ -172,15 +258,18 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
     Ok(rows)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn step_once(
-    w: &LlamaWeights,
+    model: &TrainModel,
     method: &Method,
     params: &mut Params,
     opt: &mut AdamW,
     refs: &[&Example],
+    micro_batch: usize,
     dp: bool,
     rng: &mut DpRng,
 ) -> Result<()> {
+    let w = model.base;
     let dev = w.device();
     let eb = refs.len() as f64;
     if dp {
@@ -193,10 +282,11 @@ fn step_once(
                 acc.accumulate(PerExampleGrads::single(g)?.clip_and_sum(1.0)?.0)?;
             }
         } else {
-            let model = TrainModel::new(w);
-            let batch = TrainBatch::new(refs, method.virtual_tokens(), dev)?;
-            let (g, _) = batched_per_example_grads(&model, method, params, &batch)?;
-            acc.accumulate(PerExampleGrads::new(g)?.clip_and_sum(1.0)?.0)?;
+            for chunk in refs.chunks(micro_batch) {
+                let batch = TrainBatch::new(chunk, method.virtual_tokens(), dev)?;
+                let (g, _) = batched_per_example_grads(model, method, params, &batch)?;
+                acc.accumulate(PerExampleGrads::new(g)?.clip_and_sum(1.0)?.0)?;
+            }
         }
         let noisy = acc.add_noise(1.0, eb, rng)?;
         opt.step(params, noisy)?;
@@ -208,66 +298,77 @@ fn step_once(
         .iter()
         .map(Var::from_tensor)
         .collect::<candle_core::Result<_>>()?;
-    let b = refs.len();
-    let batch = TrainBatch::new(refs, method.virtual_tokens(), dev)?;
-    let grads = match method {
-        Method::Full => {
-            let vp = Params {
-                names: params.names.clone(),
-                tensors: vars.iter().map(|v| v.as_tensor().clone()).collect(),
-            };
-            let fw = vp.to_full_weights(w)?;
-            let model = TrainModel::new(&fw);
-            let (loss, _) = model.loss(&batch, &Trainables::Full(&fw))?;
-            loss.backward()?
-        }
-        Method::Lora(c) => {
-            let model = TrainModel::new(w);
-            let mut ab = BTreeMap::new();
-            for (i, n) in params.names.iter().enumerate().step_by(2) {
-                let parts: Vec<&str> = n.split('.').collect();
-                let l: usize = parts[1].parse().unwrap_or(0);
-                let a = vars[i].as_tensor().unsqueeze(0)?.broadcast_as((
-                    b,
-                    vars[i].dims()[0],
-                    vars[i].dims()[1],
-                ))?;
-                let bb = vars[i + 1].as_tensor().unsqueeze(0)?.broadcast_as((
-                    b,
-                    vars[i + 1].dims()[0],
-                    vars[i + 1].dims()[1],
-                ))?;
-                ab.insert((l, parts[2].to_string()), (a, bb));
+    let mut sum: Option<Vec<candle_core::Tensor>> = None;
+    for chunk in refs.chunks(micro_batch) {
+        let b = chunk.len();
+        let batch = TrainBatch::new(chunk, method.virtual_tokens(), dev)?;
+        let grads = match method {
+            Method::Full => {
+                let vp = Params {
+                    names: params.names.clone(),
+                    tensors: vars.iter().map(|v| v.as_tensor().clone()).collect(),
+                };
+                let fw = vp.to_full_weights(w)?;
+                let model = TrainModel::new(&fw);
+                let (loss, _) = model.loss(&batch, &Trainables::Full(&fw))?;
+                loss.backward()?
             }
-            let (loss, _) = model.loss(
-                &batch,
-                &Trainables::Lora {
-                    ab,
-                    scaling: c.scaling(),
-                },
-            )?;
-            loss.backward()?
-        }
-        Method::Prompt { .. } => {
-            let model = TrainModel::new(w);
-            let p = vars[0].as_tensor().unsqueeze(0)?.broadcast_as((
-                b,
-                vars[0].dims()[0],
-                vars[0].dims()[1],
-            ))?;
-            let (loss, _) = model.loss(&batch, &Trainables::Prompt(p))?;
-            loss.backward()?
-        }
-    };
-    let g: Vec<candle_core::Tensor> = vars
-        .iter()
-        .map(|v| {
-            grads
-                .get(v.as_tensor())
-                .cloned()
-                .ok_or_else(|| crate::TrainError::Other("missing grad".into()))
-        })
-        .collect::<Result<_>>()?;
+            Method::Lora(c) => {
+                let mut ab = BTreeMap::new();
+                for (i, n) in params.names.iter().enumerate().step_by(2) {
+                    let parts: Vec<&str> = n.split('.').collect();
+                    let l: usize = parts[1].parse().unwrap_or(0);
+                    let a = vars[i].as_tensor().unsqueeze(0)?.broadcast_as((
+                        b,
+                        vars[i].dims()[0],
+                        vars[i].dims()[1],
+                    ))?;
+                    let bb = vars[i + 1].as_tensor().unsqueeze(0)?.broadcast_as((
+                        b,
+                        vars[i + 1].dims()[0],
+                        vars[i + 1].dims()[1],
+                    ))?;
+                    ab.insert((l, parts[2].to_string()), (a, bb));
+                }
+                let (loss, _) = model.loss(
+                    &batch,
+                    &Trainables::Lora {
+                        ab,
+                        scaling: c.scaling(),
+                    },
+                )?;
+                loss.backward()?
+            }
+            Method::Prompt { .. } => {
+                let p = vars[0].as_tensor().unsqueeze(0)?.broadcast_as((
+                    b,
+                    vars[0].dims()[0],
+                    vars[0].dims()[1],
+                ))?;
+                let (loss, _) = model.loss(&batch, &Trainables::Prompt(p))?;
+                loss.backward()?
+            }
+        };
+        let g: Vec<candle_core::Tensor> = vars
+            .iter()
+            .map(|v| {
+                grads
+                    .get(v.as_tensor())
+                    .cloned()
+                    .ok_or_else(|| crate::TrainError::Other("missing grad".into()))
+            })
+            .collect::<Result<_>>()?;
+        drop(grads);
+        sum = Some(match sum {
+            None => g,
+            Some(s) => s
+                .iter()
+                .zip(&g)
+                .map(|(a, b)| a + b)
+                .collect::<candle_core::Result<_>>()?,
+        });
+    }
+    let g = sum.ok_or_else(|| crate::TrainError::Other("empty batch".into()))?;
     let peg = PerExampleGrads::single(g)?;
     let np = peg.sum_without_privacy()?.into_gradient(eb)?;
     opt.step(params, np)?;
@@ -277,15 +378,20 @@ fn step_once(
 /// The table as text.
 pub fn format_table(rows: &[TrainBenchRow]) -> String {
     let mut s = String::from(
-        "| method | mode | trainable params | median s/step | examples/s | peak RSS GB |\n|---|---|---|---|---|---|\n",
+        "| method | mode | base | micro-batch | trainable params | median s/step | CPU s/step | examples/s | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} |\n",
             r.method,
             r.mode,
+            r.base_precision,
+            r.micro_batch,
             r.trainable_parameters,
             r.median_s_per_step,
+            r.median_cpu_s_per_step
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_else(|| "-".into()),
             r.examples_per_s,
             r.peak_rss_gb
                 .map(|g| format!("{g:.2}"))

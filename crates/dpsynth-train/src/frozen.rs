@@ -76,3 +76,105 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         _ => x.broadcast_matmul(&w.detach().t()?),
     }
 }
+
+/// Precision of the frozen base weights (all base linears and the tied/untied output head)
+/// in LoRA and prompt tuning. Full fine-tuning always trains in f32.
+///
+/// # Privacy
+/// The guarantee does not depend on this choice. DP-SGD's sensitivity bound comes from
+/// clipping whatever per-example gradient is computed to norm ≤ C before summing (Abadi et
+/// al. 2016, Alg. 1; the Gaussian mechanism's sensitivity in Mironov et al. 2019, Thm. 4):
+/// a gradient computed with bf16-rounded frozen weights is still a deterministic function of
+/// one example, clipped to C, so neighbouring datasets still change the clipped sum by at
+/// most C. bf16 only changes *which* function is optimised (a slightly perturbed model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrozenPrecision {
+    /// f32 weights, candle's f32 GEMM.
+    F32,
+    /// bf16 weights packed for `dpsynth_lm::kernels` (bf16 × bf16 products, f32
+    /// accumulation; activations rounded to bf16 per product).
+    Bf16,
+}
+
+impl FrozenPrecision {
+    /// `Bf16` when the AVX-512 BF16 kernel is available on this CPU, else `F32`.
+    pub fn machine_default() -> Self {
+        if dpsynth_lm::kernels::bf16_kernel_available() {
+            Self::Bf16
+        } else {
+            Self::F32
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for FrozenPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            o => Err(format!("unknown base precision `{o}` (use f32 or bf16)")),
+        }
+    }
+}
+
+/// The frozen base linears and output head packed as bf16 for training (forward and
+/// input-gradient panels).
+pub struct PackedBase {
+    /// Per layer: module name → packed weight (all seven linears).
+    layers: Vec<Vec<(String, std::sync::Arc<dpsynth_lm::kernels::PackedWeight>)>>,
+    head: std::sync::Arc<dpsynth_lm::kernels::PackedWeight>,
+}
+
+impl PackedBase {
+    pub fn new(w: &dpsynth_lm::LlamaWeights) -> candle_core::Result<Self> {
+        use dpsynth_lm::kernels::PackedWeight;
+        use std::sync::Arc;
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for lw in &w.layers {
+            let mut m = Vec::new();
+            for name in dpsynth_lm::weights::LINEAR_MODULES {
+                if let Some(t) = lw.linear(name) {
+                    m.push((name.to_string(), Arc::new(PackedWeight::for_training(t)?)));
+                }
+            }
+            layers.push(m);
+        }
+        let head = Arc::new(PackedWeight::for_training(w.lm_head())?);
+        Ok(Self { layers, head })
+    }
+
+    pub fn linear(
+        &self,
+        layer: usize,
+        module: &str,
+    ) -> Option<&std::sync::Arc<dpsynth_lm::kernels::PackedWeight>> {
+        self.layers
+            .get(layer)?
+            .iter()
+            .find(|(n, _)| n == module)
+            .map(|(_, w)| w)
+    }
+
+    pub fn head(&self) -> &std::sync::Arc<dpsynth_lm::kernels::PackedWeight> {
+        &self.head
+    }
+
+    /// Bytes held by the packed weights.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(_, w)| w.bytes())
+            .sum::<usize>()
+            + self.head.bytes()
+    }
+}

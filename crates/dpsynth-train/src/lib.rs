@@ -20,6 +20,7 @@ pub mod frozen;
 pub mod labels;
 pub mod ledger;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod synth;

@@ -16,7 +16,8 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use dpsynth_lm::{LlamaConfig, LlamaWeights, LoraAdapter, LoraConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::frozen::frozen_linear;
+use crate::frozen::{frozen_linear, PackedBase};
+use crate::ops;
 use crate::{Result, TrainError};
 
 /// What is trained.
@@ -304,6 +305,10 @@ pub struct TrainBatch {
     pub weights: Tensor,
     /// Example index of each selected position.
     pub owner: Vec<usize>,
+    /// The targets of `targets` as a plain vector.
+    pub target_ids: Vec<u32>,
+    /// Number of valid (non-padding) positions of each example, virtual tokens included.
+    pub lens: Vec<usize>,
     pub batch: usize,
     pub seq: usize,
     pub n_virtual: usize,
@@ -326,9 +331,11 @@ impl TrainBatch {
         let mut targets = Vec::new();
         let mut weights = Vec::new();
         let mut owner = Vec::new();
+        let mut lens = Vec::with_capacity(b);
         for (i, e) in examples.iter().enumerate() {
             ids[i * t..i * t + e.ids.len()].copy_from_slice(&e.ids);
             let len = e.ids.len() + n_virtual;
+            lens.push(len);
             for q in 0..tt {
                 for k in 0..tt {
                     if k > q || k >= len {
@@ -350,7 +357,9 @@ impl TrainBatch {
             ids: Tensor::from_vec(ids, (b, t), device)?,
             mask: Tensor::from_vec(mask, (b, 1, 1, tt, tt), device)?,
             sel: Tensor::from_vec(sel, m, device)?,
-            targets: Tensor::from_vec(targets, (m, 1), device)?,
+            targets: Tensor::from_slice(&targets, (m, 1), device)?,
+            target_ids: targets,
+            lens,
             weights: Tensor::from_vec(weights, m, device)?,
             owner,
             batch: b,
@@ -417,14 +426,47 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok((x.broadcast_mul(cos)? + rot.broadcast_mul(sin)?)?)
 }
 
-/// The training model: frozen base weights plus rotary tables.
+/// The training model: frozen base weights, optionally packed as bf16 (LoRA and prompt
+/// tuning only; see [`crate::frozen::FrozenPrecision`]).
 pub struct TrainModel<'a> {
     pub base: &'a LlamaWeights,
+    pub packed: Option<&'a PackedBase>,
 }
 
 impl<'a> TrainModel<'a> {
+    /// f32 frozen weights.
     pub fn new(base: &'a LlamaWeights) -> Self {
-        Self { base }
+        Self { base, packed: None }
+    }
+
+    /// Frozen base linears and head from `packed` (bf16); `base` still provides the
+    /// embeddings and norms.
+    pub fn with_packed(base: &'a LlamaWeights, packed: &'a PackedBase) -> Self {
+        Self {
+            base,
+            packed: Some(packed),
+        }
+    }
+
+    /// The frozen output head (tied embeddings or `lm_head`).
+    fn head(&self) -> ops::Head {
+        match self.packed {
+            Some(p) => ops::Head::Packed(p.head().clone()),
+            None => ops::Head::F32(self.base.lm_head().clone()),
+        }
+    }
+
+    /// `x @ Wᵀ` with a frozen base weight (packed bf16 or f32).
+    fn frozen(&self, x: &Tensor, layer: usize, module: &str) -> Result<Tensor> {
+        if let Some(p) = self.packed {
+            if let Some(w) = p.linear(layer, module) {
+                return Ok(dpsynth_lm::kernels::packed_linear(x, w)?);
+            }
+        }
+        let wt = self.base.layers[layer]
+            .linear(module)
+            .expect("known module");
+        Ok(frozen_linear(x, wt)?)
     }
 
     fn linear(&self, x: &Tensor, layer: usize, module: &str, tr: &Trainables) -> Result<Tensor> {
@@ -434,25 +476,18 @@ impl<'a> TrainModel<'a> {
                 Ok(x.broadcast_matmul(&wt.t()?)?)
             }
             Trainables::Lora { ab, scaling } => {
-                let wt = self.base.layers[layer]
-                    .linear(module)
-                    .expect("known module");
-                let y = frozen_linear(x, wt)?;
+                let y = self.frozen(x, layer, module)?;
                 match ab.get(&(layer, module.to_string())) {
                     Some((a, b)) => {
-                        // x [B,T,in] @ A^T [B,in,r] -> [B,T,r] @ B^T [B,r,out]
-                        let z = x.matmul(&a.t()?)?.matmul(&b.t()?)?;
-                        Ok((y + (z * *scaling)?)?)
+                        // x [B,T,in] @ (s·A)^T [B,in,r] -> [B,T,r] @ B^T [B,r,out]
+                        // (scaling folded into the small A copy: one less [B,T,out] tensor)
+                        let z = x.matmul(&(a * *scaling)?.t()?)?.matmul(&b.t()?)?;
+                        Ok((y + z)?)
                     }
                     None => Ok(y),
                 }
             }
-            Trainables::Prompt(_) => {
-                let wt = self.base.layers[layer]
-                    .linear(module)
-                    .expect("known module");
-                Ok(frozen_linear(x, wt)?)
-            }
+            Trainables::Prompt(_) => self.frozen(x, layer, module),
         }
     }
 
@@ -479,40 +514,38 @@ impl<'a> TrainModel<'a> {
         }
         let tt = t + batch.n_virtual;
         let (cos, sin) = rope_tables(cfg, tt, dev)?;
+        let rt = ops::RopeTables::new(cos, sin)?;
         let scale = 1.0 / (hd as f64).sqrt();
+        let eps = cfg.rms_norm_eps;
         for (l, lw) in w.layers.iter().enumerate() {
-            let h = rms_norm(&x, &lw.attn_norm, cfg.rms_norm_eps)?;
+            let h = ops::rms_norm(&x, &lw.attn_norm, eps)?;
             let q = self.linear(&h, l, "q_proj", tr)?;
             let k = self.linear(&h, l, "k_proj", tr)?;
             let v = self.linear(&h, l, "v_proj", tr)?;
-            let q = q.reshape((b, tt, nh, hd))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((b, tt, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((b, tt, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = rope(&q, &cos, &sin)?;
-            let k = rope(&k, &cos, &sin)?;
+            drop(h);
+            // [B, T, H*hd] -> [B, H, T, hd] (+ rope for q and k), fused.
+            let q = ops::heads(&q, nh, hd, &rt, true)?;
+            let k = ops::heads(&k, nkv, hd, &rt, true)?;
+            let v = ops::heads(&v, nkv, hd, &rt, false)?;
             // GQA: query head h uses kv head h / rep; group the rep query heads of a kv head.
             let qg = q.reshape((b, nkv, rep * tt, hd))?;
-            let s = (qg.matmul(&k.t()?)? * scale)?;
-            let s = s
-                .reshape((b, nkv, rep, tt, tt))?
-                .broadcast_add(&batch.mask)?;
-            let p = softmax_last(&s)?.reshape((b, nkv, rep * tt, tt))?;
+            let s = qg.matmul(&k.t()?)?;
+            let p = ops::attention_probs(&s, scale, &batch.mask, &batch.lens)?;
             let o = p.matmul(&v)?.reshape((b, nh, tt, hd))?;
             let o = o.transpose(1, 2)?.contiguous()?.reshape((b, tt, nh * hd))?;
             x = (x + self.linear(&o, l, "o_proj", tr)?)?;
-            let h = rms_norm(&x, &lw.ffn_norm, cfg.rms_norm_eps)?;
+            let h = ops::rms_norm(&x, &lw.ffn_norm, eps)?;
             let g = self.linear(&h, l, "gate_proj", tr)?;
             let u = self.linear(&h, l, "up_proj", tr)?;
-            let m = (g.silu()? * u)?;
+            let m = ops::swiglu(&g, &u)?;
             x = (x + self.linear(&m, l, "down_proj", tr)?)?;
         }
-        let x = rms_norm(&x, &w.final_norm, cfg.rms_norm_eps)?;
+        let x = ops::rms_norm(&x, &w.final_norm, eps)?;
         let xs = x.reshape((b * tt, d))?.index_select(&batch.sel, 0)?;
-        let logits = match tr {
-            Trainables::Full(w) => xs.matmul(&w.lm_head().t()?)?,
-            _ => frozen_linear(&xs, self.base.lm_head())?,
+        let nll = match tr {
+            Trainables::Full(w) => cross_entropy(&xs.matmul(&w.lm_head().t()?)?, &batch.targets)?,
+            _ => ops::head_cross_entropy(&xs, &self.head(), &batch.target_ids)?,
         };
-        let nll = cross_entropy(&logits, &batch.targets)?;
         let wl = (nll * &batch.weights)?;
         let total = wl.sum_all()?;
         let wv = wl.to_vec1::<f32>()?;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::dp::{ClippedSum, PerExampleGrads, UnclippedSum};
+use crate::frozen::{FrozenPrecision, PackedBase};
 use crate::labels::{dp_label_histogram, LabelDistribution};
 use crate::ledger::{epsilon_or_inf, DpSgdEntry, Ledger};
 use crate::model::{
@@ -48,6 +49,11 @@ pub struct TrainConfig {
     pub expected_batch: usize,
     /// Examples per forward/backward pass.
     pub physical_batch: usize,
+    /// Precision of the frozen base weights in LoRA and prompt tuning (ignored by full
+    /// fine-tuning, which trains every weight in f32). Does not affect the guarantee (see
+    /// [`FrozenPrecision`]). Configs written before this option existed used f32.
+    #[serde(default = "legacy_precision")]
+    pub base_precision: FrozenPrecision,
     pub lr: f64,
     /// Fraction of the steps used for linear warm-up.
     pub warmup: f64,
@@ -91,6 +97,7 @@ impl TrainConfig {
             steps: None,
             expected_batch: 64,
             physical_batch: 8,
+            base_precision: FrozenPrecision::machine_default(),
             lr: 1e-3,
             warmup: 0.05,
             weight_decay: 0.0,
@@ -533,6 +540,10 @@ fn rdp_or_inf(ev: &DpEvent, delta: f64) -> f64 {
         .unwrap_or(f64::INFINITY)
 }
 
+fn legacy_precision() -> FrozenPrecision {
+    FrozenPrecision::F32
+}
+
 /// Train: the library entry point (`dpsynth train` and `dpsynth run` call this).
 pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainSummary> {
     cfg.validate()?;
@@ -681,7 +692,22 @@ pub fn train_prepared(
     std::fs::write(paths.run_info(), serde_json::to_string_pretty(&info)?)
         .map_err(|e| TrainError::file(paths.run_info(), e))?;
 
-    let model = TrainModel::new(weights);
+    let packed = match (&cfg.method, cfg.base_precision) {
+        (Method::Lora(_) | Method::Prompt { .. }, FrozenPrecision::Bf16) => {
+            if !dpsynth_lm::kernels::bf16_kernel_available() {
+                tracing::warn!(
+                    "--base-precision bf16 without AVX-512 BF16 on this CPU: the portable kernel is slower than f32"
+                );
+            }
+            progress.message("packing the frozen base weights as bf16");
+            Some(PackedBase::new(weights)?)
+        }
+        _ => None,
+    };
+    let model = match &packed {
+        Some(p) => TrainModel::with_packed(weights, p),
+        None => TrainModel::new(weights),
+    };
     let eb = cfg.expected_batch as f64;
     progress.start(plan.steps, start_step);
     let mut eps_now = ledger.epsilon_pld;
