@@ -129,11 +129,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Run the benchmark and return one row per (method, mode).
 pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
     let dev = Device::Cpu;
-    let w = match &opts.model {
-        Some(p) if p.exists() => dpsynth_lm::load_model(p, &dev)?.0,
-        _ => LlamaWeights::random(&smollm2_135m_config(), &dev, 0)?,
+    let load = || -> Result<LlamaWeights> {
+        Ok(match &opts.model {
+            Some(p) if p.exists() => dpsynth_lm::load_model(p, &dev)?.0,
+            _ => LlamaWeights::random(&smollm2_135m_config(), &dev, 0)?,
+        })
     };
-    let v = w.config.vocab_size as u32;
+    let v = load()?.config.vocab_size as u32;
     let examples: Vec<Example> = (0..opts.batch)
         .map(|b| Example {
             ids: (0..opts.seq_len)
@@ -143,22 +145,6 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
         })
         .collect();
     let refs: Vec<&Example> = examples.iter().collect();
-    eprintln!(
-        "model loaded: RSS {:.2} GB",
-        rss_gb("VmRSS:").unwrap_or(0.0)
-    );
-    let packed = match opts.base_precision {
-        FrozenPrecision::Bf16 if opts.methods.iter().any(|m| m != "full") => {
-            let p = PackedBase::new(&w)?;
-            eprintln!(
-                "bf16 base packed ({:.2} GB): RSS {:.2} GB",
-                p.bytes() as f64 / 1e9,
-                rss_gb("VmRSS:").unwrap_or(0.0)
-            );
-            Some(p)
-        }
-        _ => None,
-    };
     let mut rows = Vec::new();
     for m in &opts.methods {
         let method = match m.as_str() {
@@ -174,6 +160,32 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
                     "unknown bench method `{other}` (lora, prompt, full)"
                 )))
             }
+        };
+        // The model as `dpsynth train` holds it: f32 for full fine-tuning; with a bf16
+        // base, the packed copy plus embeddings and norms (f32 linears released).
+        let w = load()?;
+        eprintln!(
+            "{m}: model loaded, RSS {:.2} GB",
+            rss_gb("VmRSS:").unwrap_or(0.0)
+        );
+        let packed = match (opts.base_precision, &method) {
+            (FrozenPrecision::Bf16, Method::Lora(_) | Method::Prompt { .. }) => {
+                Some(PackedBase::new(&w)?)
+            }
+            _ => None,
+        };
+        let w = match &packed {
+            Some(p) => {
+                let slim = crate::frozen::release_frozen_f32(&w)?;
+                drop(w);
+                eprintln!(
+                    "{m}: bf16 base packed ({:.2} GB), f32 linears released, RSS {:.2} GB",
+                    p.bytes() as f64 / 1e9,
+                    rss_gb("VmRSS:").unwrap_or(0.0)
+                );
+                slim
+            }
+            None => w,
         };
         let mbs: Vec<usize> = if method == Method::Full {
             vec![1]
@@ -210,11 +222,9 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
             for s in 0..=opts.steps {
                 let t = Instant::now();
                 let c0 = process_cpu_s();
-                let model = match (&packed, &method) {
-                    (Some(p), Method::Lora(_) | Method::Prompt { .. }) => {
-                        TrainModel::with_packed(&w, p)
-                    }
-                    _ => TrainModel::new(&w),
+                let model = match &packed {
+                    Some(p) => TrainModel::with_packed(&w, p),
+                    None => TrainModel::new(&w),
                 };
                 step_once(
                     &model,

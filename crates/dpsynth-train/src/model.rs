@@ -449,10 +449,14 @@ impl<'a> TrainModel<'a> {
     }
 
     /// The frozen output head (tied embeddings or `lm_head`).
-    fn head(&self) -> ops::Head {
+    fn head(&self) -> Result<ops::Head> {
         match self.packed {
-            Some(p) => ops::Head::Packed(p.head().clone()),
-            None => ops::Head::F32(self.base.lm_head().clone()),
+            Some(p) => Ok(ops::Head::Packed(p.head().clone())),
+            None if crate::frozen::is_released(self.base.lm_head()) => Err(TrainError::Other(
+                "internal error: the f32 output head was released and no packed copy is given"
+                    .into(),
+            )),
+            None => Ok(ops::Head::F32(self.base.lm_head().clone())),
         }
     }
 
@@ -466,6 +470,11 @@ impl<'a> TrainModel<'a> {
         let wt = self.base.layers[layer]
             .linear(module)
             .expect("known module");
+        if crate::frozen::is_released(wt) {
+            return Err(TrainError::Other(format!(
+                "internal error: the f32 weight of layer {layer} {module} was released and no packed copy is given"
+            )));
+        }
         Ok(frozen_linear(x, wt)?)
     }
 
@@ -544,7 +553,7 @@ impl<'a> TrainModel<'a> {
         let xs = x.reshape((b * tt, d))?.index_select(&batch.sel, 0)?;
         let nll = match tr {
             Trainables::Full(w) => cross_entropy(&xs.matmul(&w.lm_head().t()?)?, &batch.targets)?,
-            _ => ops::head_cross_entropy(&xs, &self.head(), &batch.target_ids)?,
+            _ => ops::head_cross_entropy(&xs, &self.head()?, &batch.target_ids)?,
         };
         let wl = (nll * &batch.weights)?;
         let total = wl.sum_all()?;

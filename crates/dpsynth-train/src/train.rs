@@ -559,13 +559,52 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainSumm
     progress.message("loading model");
     let (weights, tok) = dpsynth_lm::load_model(&cfg.model, &device)?;
     let data = prepare_data(&records, &tok, cfg)?;
-    train_prepared(cfg, &weights, &data, progress)
+    drop((records, tok));
+    let packed = pack_base(cfg, &weights, progress)?;
+    // With a bf16 copy, the f32 copies of the frozen linears are never read again: free them.
+    let weights = match &packed {
+        Some(_) => crate::frozen::release_frozen_f32(&weights)?,
+        None => weights,
+    };
+    train_with(cfg, &weights, packed.as_ref(), &data, progress)
+}
+
+/// The bf16 copy of the frozen base when `cfg` asks for it (LoRA and prompt tuning).
+fn pack_base(
+    cfg: &TrainConfig,
+    weights: &LlamaWeights,
+    progress: &mut dyn Progress,
+) -> Result<Option<PackedBase>> {
+    Ok(match (&cfg.method, cfg.base_precision) {
+        (Method::Lora(_) | Method::Prompt { .. }, FrozenPrecision::Bf16) => {
+            if !dpsynth_lm::kernels::bf16_kernel_available() {
+                tracing::warn!(
+                    "--base-precision bf16 without AVX-512 BF16 on this CPU: the portable kernel is slower than f32"
+                );
+            }
+            progress.message("packing the frozen base weights as bf16");
+            Some(PackedBase::new(weights)?)
+        }
+        _ => None,
+    })
 }
 
 /// Train on already tokenized data (tests use tiny random models here).
 pub fn train_prepared(
     cfg: &TrainConfig,
     weights: &LlamaWeights,
+    data: &PreparedData,
+    progress: &mut dyn Progress,
+) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let packed = pack_base(cfg, weights, progress)?;
+    train_with(cfg, weights, packed.as_ref(), data, progress)
+}
+
+fn train_with(
+    cfg: &TrainConfig,
+    weights: &LlamaWeights,
+    packed: Option<&PackedBase>,
     data: &PreparedData,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
@@ -692,19 +731,7 @@ pub fn train_prepared(
     std::fs::write(paths.run_info(), serde_json::to_string_pretty(&info)?)
         .map_err(|e| TrainError::file(paths.run_info(), e))?;
 
-    let packed = match (&cfg.method, cfg.base_precision) {
-        (Method::Lora(_) | Method::Prompt { .. }, FrozenPrecision::Bf16) => {
-            if !dpsynth_lm::kernels::bf16_kernel_available() {
-                tracing::warn!(
-                    "--base-precision bf16 without AVX-512 BF16 on this CPU: the portable kernel is slower than f32"
-                );
-            }
-            progress.message("packing the frozen base weights as bf16");
-            Some(PackedBase::new(weights)?)
-        }
-        _ => None,
-    };
-    let model = match &packed {
+    let model = match packed {
         Some(p) => TrainModel::with_packed(weights, p),
         None => TrainModel::new(weights),
     };
