@@ -72,6 +72,7 @@ pub const KEYS: &[KeySpec] = &[
     key!("data.max_train", "max-train", Int, "Private training records to use (random subset; 0 = all)"),
     key!("data.max_test", "max-test", Int, "Held-out real test records to use (0 = all)"),
     key!("data.test_fraction", "test-fraction", Float, "Fraction held out as real test data"),
+    key!("data.split_seed", "split-seed", Int, "Seed of the train/test split and the training subset only (not secret: it never touches the noise); a sweep sets it so every point sees the same split [default: run.seed, else random]"),
     key!("privacy.epsilon", "epsilon", Float, "Total ε of the run (label histogram + fine-tuning, composed under PLD); inf = non-private"),
     key!("privacy.delta", "delta", Float, "δ of the (ε, δ) guarantee; keep it well below 1/n"),
     key!("privacy.label_histogram_epsilon", "label-histogram-epsilon", Float, "Share of privacy.epsilon for the DP label histogram: its Gaussian noise is calibrated to this ε alone, then composed with DP-SGD under PLD so the run's total stays privacy.epsilon (0 = no histogram, uniform labels)"),
@@ -152,6 +153,8 @@ pub struct DataSection {
     pub max_train: u64,
     pub max_test: u64,
     pub test_fraction: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,6 +301,7 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             max_train: n.max_train,
             max_test: n.max_test,
             test_fraction: 0.1,
+            split_seed: None,
         },
         privacy: PrivacySection {
             epsilon: defaults::EPSILON,
@@ -937,8 +941,8 @@ pub(crate) mod tests {
                 n += 1;
             }
         }
-        // Optional keys (dir, seed, path, assets, model paths, prompt template) are not serialized when unset.
-        assert_eq!(n + 7, KEYS.len());
+        // Optional keys (dir, seed, path, assets, split seed, model paths, prompt template) are not serialized when unset.
+        assert_eq!(n + 8, KEYS.len());
         let flags: std::collections::BTreeSet<_> = KEYS.iter().map(|k| k.flag).collect();
         assert_eq!(flags.len(), KEYS.len(), "flags must be unique");
     }

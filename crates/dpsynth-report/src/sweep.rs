@@ -148,6 +148,10 @@ pub fn plan(
         .dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("sweeps/default"));
+    // One split seed for the whole sweep (fixed by the sweep directory's name, so re-running
+    // the sweep resumes with the same split).
+    let split_seed = u64::from_str_radix(&crate::stage::hash_str(&dir.to_string_lossy())[..15], 16)
+        .expect("hex");
     let mut points = Vec::new();
     let mut baseline_done: Vec<(String, u64)> = Vec::new();
     let mut ceiling_done: Vec<String> = Vec::new();
@@ -165,6 +169,13 @@ pub fn plan(
                     ov.push(Override::new("data.path", d.clone()));
                 }
                 ov.push(Override::new("run.dir", dir.join(&rel).to_string_lossy()));
+                if !entries.iter().any(|(k, _, _)| k == "data.split_seed")
+                    && !overrides.iter().any(|o| o.key == "data.split_seed")
+                {
+                    // Same split for every point (the split is not secret), so that points
+                    // are compared on the same test set.
+                    ov.push(Override::new("data.split_seed", split_seed.to_string()));
+                }
                 let key = (slug.clone(), e.to_bits());
                 if baseline_done.contains(&key) {
                     ov.push(Override::new("eval.baseline", "false"));
@@ -455,6 +466,22 @@ mod tests {
             PathBuf::from("sweeps/default/rotten-tomatoes/lora-eps1")
         );
         assert!(p.points.last().unwrap().1.config.is_non_private());
+        // Every point is compared on the same split: one split seed, stable for the directory.
+        let seeds: std::collections::BTreeSet<_> = p
+            .points
+            .iter()
+            .map(|(_, r)| r.config.data.split_seed)
+            .collect();
+        assert_eq!(seeds.len(), 1);
+        assert!(seeds.iter().next().unwrap().is_some());
+        assert_eq!(
+            plan(None, None, &ov).unwrap().points[0]
+                .1
+                .config
+                .data
+                .split_seed,
+            p.points[0].1.config.data.split_seed
+        );
         // A bad point fails the whole plan before anything runs, naming the key.
         let bad = SweepGrid {
             methods: vec!["lora".into(), "adapterz".into()],

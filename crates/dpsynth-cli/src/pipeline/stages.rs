@@ -58,7 +58,11 @@ fn data(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
     let mut opts = PrepareOptions::new(&out);
     opts.test_fraction = cfg.data.test_fraction;
     // The split's randomness is not secret (it does not touch the noise); recorded for reproduction.
-    opts.seed = cfg.run.seed.unwrap_or_else(privacy::os_seed);
+    opts.seed = cfg
+        .data
+        .split_seed
+        .or(cfg.run.seed)
+        .unwrap_or_else(privacy::os_seed);
     opts.max_train = (cfg.data.max_train > 0).then_some(cfg.data.max_train as usize);
     opts.assets_dir = Some(cfg.assets_dir());
     opts.progress = true;
