@@ -335,14 +335,16 @@ impl KvCache {
 /// One forward pass over `[b, t]` new tokens (or embeddings) of `b` slots.
 /// `k`/`v` of the new tokens are written into the cache at rows `starts[i]..starts[i]+t`;
 /// attention covers cache positions `0..=start+j` of each slot.
-/// Returns the last position's logits `[b, vocab]`, or with `all_positions` every position's
-/// `[b * t, vocab]`.
+/// Returns the logits `[b, vocab]` of each row's position `last[i]` (default: the last position
+/// `t - 1`), or with `all_positions` every position's `[b * t, vocab]`.
+#[allow(clippy::too_many_arguments)]
 fn forward_step(
     m: &FastModel,
     cache: &KvCache,
     x: Tensor,
     slots: &[usize],
     starts: &[usize],
+    last: Option<&[usize]>,
     all_positions: bool,
 ) -> Result<Tensor> {
     let cfg = &m.cfg;
@@ -419,6 +421,13 @@ fn forward_step(
     }
     let last = if all_positions {
         x
+    } else if let Some(lp) = last.filter(|_| t > 1) {
+        let rows: Vec<u32> = lp
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (i * t + p.min(t - 1)) as u32)
+            .collect();
+        x.index_select(&Tensor::from_vec(rows, b, &dev)?, 0)?
     } else {
         x.reshape((b, t, d))?.narrow(1, t - 1, 1)?.reshape((b, d))?
     };
@@ -574,22 +583,29 @@ fn nucleus(
             .total_cmp(&logits[*a as usize])
             .then(a.cmp(b))
     };
-    // Nucleus: bin by logit gap (monotone in the sort order), find the crossing bin.
     let z: f64 = ew.iter().map(|&x| x as f64).sum();
     let target = tp * z;
+    // Pre-filter: the candidates with weight below `c` hold less than `len * c = (1 - tp) z`
+    // in total, so the heavier ones alone reach the target and the nucleus (a prefix of the
+    // sorted order) contains only tokens with weight >= c. One cheap pass drops the long tail.
+    let c = ((1.0 - tp) * z / len as f64) as f32;
+    let heavy: Vec<u32> = (0..len as u32).filter(|&j| ew[j as usize] >= c).collect();
+    // Bin the heavy candidates by logit gap (monotone in the sort order).
     bins.clear();
-    let mut mass = vec![0f64; NUCLEUS_BINS];
-    for (j, &e) in ew.iter().enumerate() {
-        let gap = (max - logit_of(j)) * inv_t * BINS_PER_NAT;
+    bins.extend(heavy.iter().map(|&j| {
+        let gap = (max - logit_of(j as usize)) * inv_t * BINS_PER_NAT;
         // NaN and huge gaps go to the last bin.
-        let b = if gap < (NUCLEUS_BINS - 1) as f32 {
+        if gap < (NUCLEUS_BINS - 1) as f32 {
             gap.max(0.0) as u16
         } else {
             (NUCLEUS_BINS - 1) as u16
-        };
-        bins.push(b);
-        mass[b as usize] += e as f64;
+        }
+    }));
+    let mut mass = vec![0f64; NUCLEUS_BINS];
+    for (&j, &b) in heavy.iter().zip(bins.iter()) {
+        mass[b as usize] += ew[j as usize] as f64;
     }
+    // The crossing bin: where the cumulative mass reaches the target.
     let mut cum = 0.0;
     let mut cross = NUCLEUS_BINS - 1;
     for (b, &m) in mass.iter().enumerate() {
@@ -599,18 +615,18 @@ fn nucleus(
         }
         cum += m;
     }
-    // The nucleus: every candidate in a bin before `cross`, then the crossing bin's candidates
-    // in sorted order until the mass reaches the target.
+    // The nucleus: every heavy candidate in a bin before `cross`, then the crossing bin's
+    // candidates in sorted order until the mass reaches the target.
     let mut nucleus: Vec<u32> = Vec::new();
     let mut weights: Vec<f32> = Vec::new();
     let mut crossing: Vec<u32> = Vec::new();
-    for j in 0..len {
-        let b = bins[j] as usize;
+    for (&j, &b) in heavy.iter().zip(bins.iter()) {
+        let b = b as usize;
         if b < cross {
-            nucleus.push(id_of(j));
-            weights.push(ew[j]);
+            nucleus.push(id_of(j as usize));
+            weights.push(ew[j as usize]);
         } else if b == cross {
-            crossing.push(j as u32);
+            crossing.push(j);
         }
     }
     crossing.sort_unstable_by(|&a, &b| by_logit(&id_of(a as usize), &id_of(b as usize)));
@@ -699,7 +715,7 @@ impl Generator {
         let nv = self.model.n_virtual();
         let cache = KvCache::new(&self.model.cfg, 1, prompt.len() + nv, &self.device)?;
         let x = self.embed_prompt(prompt)?;
-        Ok(forward_step(&self.model, &cache, x, &[0], &[0], false)?.squeeze(0)?)
+        Ok(forward_step(&self.model, &cache, x, &[0], &[0], None, false)?.squeeze(0)?)
     }
 
     /// Logits of every position of `prompt` (one prefill), `[prompt.len(), vocab]`: row `i`
@@ -711,7 +727,7 @@ impl Generator {
         let nv = self.model.n_virtual();
         let cache = KvCache::new(&self.model.cfg, 1, prompt.len() + nv, &self.device)?;
         let x = self.embed_prompt(prompt)?;
-        let all = forward_step(&self.model, &cache, x, &[0], &[0], true)?;
+        let all = forward_step(&self.model, &cache, x, &[0], &[0], None, true)?;
         Ok(all.narrow(0, nv, prompt.len())?)
     }
 
@@ -776,17 +792,55 @@ impl Generator {
         let vocab = cfg.vocab_size;
 
         loop {
-            // Refill free slots (prefill one prompt at a time; its first token is sampled here).
-            #[allow(clippy::needless_range_loop)]
-            for si in 0..nslots {
-                while slots[si].is_none() {
-                    let Some((index, req)) = queue.pop_front() else {
+            // Refill free slots: the new prompts are prefilled together in one forward pass
+            // (right-padded to the longest; padding is never attended to and its cache rows are
+            // overwritten by decoding), and their first tokens are sampled here.
+            loop {
+                let free: Vec<usize> = (0..nslots).filter(|&s| slots[s].is_none()).collect();
+                let n_new = free.len().min(queue.len());
+                if n_new == 0 {
+                    break;
+                }
+                let mut new: Vec<(usize, GenRequest)> = queue.drain(..n_new).collect();
+                // Prefill groups of similar length (padding is wasted work): sorted by length, a
+                // group grows while its padded size stays within 5/4 of its real tokens + 8.
+                new.sort_by_key(|(_, r)| r.prompt_ids.len());
+                let mut group_end = 1;
+                let mut real = new[0].1.prompt_ids.len();
+                while group_end < new.len() {
+                    let l = new[group_end].1.prompt_ids.len();
+                    if (group_end + 1) * l * 4 > (real + l) * 5 + 32 {
                         break;
-                    };
-                    stats.prompt_tokens += req.prompt_ids.len();
-                    let x = self.embed_prompt(&req.prompt_ids)?;
-                    let logits = forward_step(&self.model, &cache, x, &[si], &[0], false)?;
-                    let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+                    }
+                    real += l;
+                    group_end += 1;
+                }
+                // The rest goes back to the front of the queue for the next round.
+                for item in new.drain(group_end..).rev() {
+                    queue.push_front(item);
+                }
+                let n_new = new.len();
+                let fill = &free[..n_new];
+                let lens: Vec<usize> = new.iter().map(|(_, r)| r.prompt_ids.len()).collect();
+                let t = lens.iter().max().copied().unwrap_or(1) + nv;
+                let mut xs = Vec::with_capacity(n_new);
+                for (_, r) in &new {
+                    stats.prompt_tokens += r.prompt_ids.len();
+                    let e = self.embed_prompt(&r.prompt_ids)?;
+                    let pad = t - e.dim(1)?;
+                    xs.push(if pad > 0 {
+                        e.pad_with_zeros(1, 0, pad)?
+                    } else {
+                        e
+                    });
+                }
+                let x = Tensor::cat(&xs, 0)?;
+                let last: Vec<usize> = lens.iter().map(|l| l + nv - 1).collect();
+                let starts = vec![0; n_new];
+                let logits =
+                    forward_step(&self.model, &cache, x, fill, &starts, Some(&last), false)?;
+                let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+                for ((&si, (index, req)), row) in fill.iter().zip(new).zip(rows) {
                     let mut slot = Slot {
                         index,
                         tokens: Vec::new(),
@@ -819,7 +873,7 @@ impl Generator {
                 .collect();
             let ids = Tensor::new(next.as_slice(), &self.device)?;
             let x = self.model.embed.embedding(&ids)?.unsqueeze(1)?;
-            let logits = forward_step(&self.model, &cache, x, &run, &starts, false)?;
+            let logits = forward_step(&self.model, &cache, x, &run, &starts, None, false)?;
             let rows: Vec<Vec<f32>> = logits.to_vec2()?;
             for (j, &s) in run.iter().enumerate() {
                 let Some(slot) = slots[s].as_mut() else {
