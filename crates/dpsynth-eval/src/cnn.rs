@@ -44,6 +44,18 @@ pub struct CnnConfig {
     pub patience: usize,
     pub val_fraction: f64,
     pub seed: u64,
+    /// Dropout of the DP-SGD CNN (0: none; DP noise already regularizes).
+    pub dp_dropout: f32,
+    /// Optimizer of the DP-SGD CNN.
+    pub dp_optimizer: DpOptimizer,
+}
+
+/// Optimizer applied to the privatized gradients of the DP-SGD CNN (post-processing).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpOptimizer {
+    Adam,
+    Sgd { momentum: f64 },
 }
 
 impl Default for CnnConfig {
@@ -63,6 +75,8 @@ impl Default for CnnConfig {
             patience: 3,
             val_fraction: 0.1,
             seed: 0,
+            dp_dropout: 0.0,
+            dp_optimizer: DpOptimizer::Adam,
         }
     }
 }
@@ -123,6 +137,111 @@ impl Vocab {
     }
 }
 
+/// A frozen word-embedding table from a public pretrained model, with its vocabulary: the
+/// input layer of the DP-SGD CNN (Kim 2014's "CNN-static", with public vectors in place of
+/// word2vec).
+///
+/// # Privacy
+/// Built only from public artifacts (the pretrained model's files), never from the private
+/// data, so it costs no privacy budget and may be used by a DP model as a constant.
+#[derive(Clone, Debug)]
+pub struct PublicEmbedding {
+    pub vocab: Vocab,
+    /// `vocab.len() × dim`, row-major; rows 0 (pad) and 1 (unknown) are zero.
+    pub table: Vec<f32>,
+    pub dim: usize,
+    /// Where the vectors came from (for reports).
+    pub source: String,
+}
+
+impl PublicEmbedding {
+    pub fn new(vocab: Vocab, table: Vec<f32>, dim: usize, source: String) -> Result<Self> {
+        if dim == 0 || table.len() != vocab.len() * dim {
+            return Err(EvalError::Invalid(format!(
+                "public embedding: table has {} values, expected {} words × {dim}",
+                table.len(),
+                vocab.len()
+            )));
+        }
+        if table[..2 * dim].iter().any(|v| *v != 0.0) {
+            return Err(EvalError::Invalid(
+                "public embedding: pad and unknown rows must be zero".into(),
+            ));
+        }
+        Ok(Self {
+            vocab,
+            table,
+            dim,
+            source,
+        })
+    }
+
+    /// all-MiniLM-L6-v2's input word-piece embeddings of its whole-word vocabulary
+    /// ([`crate::embed::public_word_ids`]), reduced to `dim` dimensions by PCA over those
+    /// public rows and scaled to a mean row norm of 1. Unknown words map to the zero vector.
+    pub fn from_minilm(dir: &std::path::Path, dim: usize) -> Result<Self> {
+        let tok_path = dir.join("tokenizer.json");
+        let w_path = dir.join("model.safetensors");
+        for p in [&tok_path, &w_path] {
+            if !p.is_file() {
+                return Err(EvalError::MissingAsset(p.display().to_string()));
+            }
+        }
+        let tok = tokenizers::Tokenizer::from_file(&tok_path)
+            .map_err(|e| EvalError::Tokenizer(e.to_string()))?;
+        let words = crate::embed::public_word_ids(&tok);
+        let st = candle_core::safetensors::load(&w_path, &Device::Cpu)?;
+        let w = [
+            "embeddings.word_embeddings.weight",
+            "bert.embeddings.word_embeddings.weight",
+        ]
+        .iter()
+        .find_map(|n| st.get(*n))
+        .ok_or_else(|| {
+            EvalError::Invalid(format!(
+                "{}: no embeddings.word_embeddings.weight",
+                w_path.display()
+            ))
+        })?
+        .to_dtype(DType::F32)?;
+        let (rows, d) = w.dims2()?;
+        let all = w.flatten_all()?.to_vec1::<f32>()?;
+        let mut x = Vec::with_capacity(words.len() * d);
+        for (word, id) in &words {
+            let id = *id as usize;
+            if id >= rows {
+                return Err(EvalError::Invalid(format!(
+                    "token `{word}` id {id} outside the embedding table ({rows} rows)"
+                )));
+            }
+            x.extend(all[id * d..(id + 1) * d].iter().map(|v| *v as f64));
+        }
+        let dim = dim.min(d);
+        let proj = crate::linalg::pca_project_dims(&x, words.len(), d, dim);
+        let mean_norm = proj
+            .iter()
+            .map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt())
+            .sum::<f64>()
+            / proj.len().max(1) as f64;
+        let scale = if mean_norm > 0.0 {
+            1.0 / mean_norm
+        } else {
+            1.0
+        };
+        let mut table = vec![0f32; 2 * dim];
+        for r in &proj {
+            table.extend(r.iter().map(|v| (v * scale) as f32));
+        }
+        let vocab = Vocab::from_words(words.into_iter().map(|(w, _)| w));
+        Self::new(
+            vocab,
+            table,
+            dim,
+            format!("all-MiniLM-L6-v2 word-piece embeddings, PCA to {dim} dims"),
+        )
+    }
+}
+
 /// The CNN's trainable parameters.
 pub struct CnnParams {
     /// (V, E)
@@ -151,6 +270,8 @@ pub struct WordCnn {
     pub cfg: CnnConfig,
     pub k: usize,
     pub params: CnnParams,
+    /// False for a frozen (public, pretrained) embedding table: Kim's "CNN-static".
+    pub trainable_embedding: bool,
     device: Device,
 }
 
@@ -215,8 +336,40 @@ impl WordCnn {
                 out_w,
                 out_b,
             },
+            trainable_embedding: true,
             device: device.clone(),
         })
+    }
+
+    /// A CNN whose embedding layer is the frozen public table `emb` (Kim 2014's
+    /// "CNN-static"); `cfg.embed_dim` is replaced by the table's dimension.
+    pub fn with_public_embedding(
+        emb: PublicEmbedding,
+        k: usize,
+        cfg: &CnnConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let cfg = CnnConfig {
+            embed_dim: emb.dim,
+            ..cfg.clone()
+        };
+        let mut m = WordCnn::new(emb.vocab, k, &cfg, device)?;
+        m.params.emb.set(&Tensor::from_vec(
+            emb.table,
+            (m.vocab.len(), emb.dim),
+            device,
+        )?)?;
+        m.trainable_embedding = false;
+        Ok(m)
+    }
+
+    /// The parameters training updates (all but a frozen embedding).
+    pub fn trainable(&self) -> Vec<&Var> {
+        let mut v = self.params.all();
+        if !self.trainable_embedding {
+            v.remove(0);
+        }
+        v
     }
 
     fn min_len(&self) -> usize {
@@ -485,6 +638,7 @@ impl WordCnn {
         let b = batch.b;
         let p = &self.params;
         let x = Var::from_tensor(&self.embed_batch(&batch)?.detach())?;
+        let emb_trainable = self.trainable_embedding;
         let rep = |t: &Tensor| -> Result<Var> {
             let mut shape = vec![b];
             shape.extend(t.dims());
@@ -523,16 +677,23 @@ impl WordCnn {
                 None => v.as_tensor().zeros_like()?,
             })
         };
-        let dx = get(&x)?.broadcast_mul(&batch.pad_mask)?; // (B, L, E)
+        let dx = if emb_trainable {
+            get(&x)?.broadcast_mul(&batch.pad_mask)?.to_vec3::<f32>()? // (B, L, E)
+        } else {
+            vec![Vec::new(); b]
+        };
         let mut dense: Vec<Tensor> = Vec::new(); // each (B, ...)
         for v in cw.iter().chain(cb.iter()) {
             dense.push(get(v)?);
         }
         dense.push(get(&ow)?);
         dense.push(get(&ob)?);
+        let dense_sizes = dense.iter().map(|t| t.elem_count() / b).collect();
         Ok(CnnPerExample {
+            dense_sizes,
             ids: batch.ids.to_vec2::<u32>()?,
-            dx: dx.to_vec3::<f32>()?,
+            dx,
+            emb_trainable,
             dense: dense
                 .iter()
                 .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
@@ -543,15 +704,15 @@ impl WordCnn {
     }
 
     /// Flattened gradient of one example computed the plain way (shared weights, autograd):
-    /// the oracle the per-example method is tested against. Layout: emb, conv_w.., conv_b..,
-    /// out_w, out_b.
+    /// the oracle the per-example method is tested against. Layout: emb (when trainable),
+    /// conv_w.., conv_b.., out_w, out_b.
     pub fn single_example_grad(&self, seq: &[u32], y: u32) -> Result<Vec<f32>> {
         let batch = self.batch(&[seq])?;
         let logits = self.forward(&batch, None)?;
         let loss = self.loss_sum(&logits, &[y])?;
         let grads = loss.backward()?;
         let mut out = Vec::new();
-        for v in self.params.all() {
+        for v in self.trainable() {
             let g = match grads.get(v.as_tensor()) {
                 Some(g) => g.clone(),
                 None => v.as_tensor().zeros_like()?,
@@ -561,36 +722,56 @@ impl WordCnn {
         Ok(out)
     }
 
-    /// Train with DP-SGD on the training set (fixed epochs, no early stopping: choosing the
-    /// epoch on private validation data would cost privacy).
+    /// Train with DP-SGD on the training set: Kim's "CNN-static" (frozen public embedding
+    /// `emb`; convolutions and output layer private), fixed epochs, no early stopping
+    /// (choosing the epoch on private validation data would cost privacy).
     ///
     /// # Privacy
     /// (ε, δ)-DP for the training set under add/remove of one record, by the subsampled Gaussian
-    /// mechanism (Abadi et al. 2016; Mironov et al. 2019) with σ calibrated by the PLD
-    /// accountant ([`dpsgd::plan`]). The vocabulary must be public (`vocab` is an argument:
-    /// the caller passes MiniLM's public WordPiece whole words, never words counted from the
-    /// private data), the label set is public, and dropout masks and initialization are
-    /// data-independent. Per-example gradients are exact and clipped to norm ≤ C; noise covers
-    /// every parameter coordinate including all embedding rows.
+    /// mechanism (Abadi et al. 2016, Alg. 1; Mironov, Talwar & Zhang 2019, Thm. 11) with σ
+    /// calibrated by the PLD accountant ([`dpsgd::plan`]); the optimizer (Adam or momentum SGD)
+    /// only post-processes the noisy gradients. Everything else the model depends on is
+    /// data-independent: the vocabulary and the embedding table come from a public pretrained
+    /// model ([`PublicEmbedding`]; never from words counted in the private data, which would
+    /// leak rare words), the label set is public, and initialization and dropout masks use a
+    /// fixed seed. Per-example gradients of the trainable parameters are exact (tested against a
+    /// one-at-a-time oracle), clipped to norm ≤ C (asserted), summed, and noised on every
+    /// trainable coordinate once per step. The frozen embedding receives no update, so it needs
+    /// no noise.
     #[allow(clippy::too_many_arguments)]
     pub fn fit_dp(
         texts: &[String],
         labels: &[usize],
         k: usize,
-        vocab: Vocab,
+        emb: PublicEmbedding,
         cfg: &CnnConfig,
         dp: &DpSgdConfig,
         device: &Device,
         progress: &Progress,
     ) -> Result<(Self, DpPlan)> {
+        if texts.len() != labels.len() {
+            return Err(EvalError::Invalid(
+                "DP CNN: texts and labels differ in length".into(),
+            ));
+        }
         let plan = dpsgd::plan(dp, texts.len())?;
-        let model = WordCnn::new(vocab, k, cfg, device)?;
+        let cfg = CnnConfig {
+            dropout: cfg.dp_dropout,
+            ..cfg.clone()
+        };
+        let model = WordCnn::with_public_embedding(emb, k, &cfg, device)?;
+        let cfg = model.cfg.clone();
         let seqs: Vec<Vec<u32>> = texts
             .iter()
             .map(|t| model.vocab.encode(t, cfg.max_len))
             .collect();
-        let vars: Vec<Var> = model.params.all().into_iter().cloned().collect();
-        let mut opt = AdamW::new(&vars, dp.learning_rate, 0.0)?;
+        let vars: Vec<Var> = model.trainable().into_iter().cloned().collect();
+        let mut opt = match cfg.dp_optimizer {
+            DpOptimizer::Adam => Optimizer::Adam(AdamW::new(&vars, dp.learning_rate, 0.0)?),
+            DpOptimizer::Sgd { momentum } => {
+                Optimizer::Sgd(SgdMomentum::new(&vars, dp.learning_rate, momentum)?)
+            }
+        };
         let mut noise = dpsgd::noise_rng(dp.seed);
         let mut drop_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd20);
         let expected = plan.sampling_rate * texts.len() as f64;
@@ -599,16 +780,21 @@ impl WordCnn {
         for _ in 0..plan.steps {
             let sample = noise.poisson_sample(texts.len(), plan.sampling_rate);
             // per-example gradients of the whole Poisson batch, computed in micro-batches
-            let mut all = CnnPerExample::empty(model.vocab.len(), cfg.embed_dim);
+            // (an empty Poisson batch sums to the zero vector; noise is still added)
+            let mut all = CnnPerExample::empty_for(&model);
             for chunk in sample.chunks(micro) {
                 let s: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
                 let y: Vec<u32> = chunk.iter().map(|&i| labels[i] as u32).collect();
-                let mask = model.dropout_mask(
-                    chunk.len(),
-                    cfg.filters * cfg.widths.len(),
-                    &mut drop_rng,
-                )?;
-                all.append(model.per_example_grads(&s, &y, Some(&mask))?);
+                let mask = if cfg.dropout > 0.0 {
+                    Some(model.dropout_mask(
+                        chunk.len(),
+                        cfg.filters * cfg.widths.len(),
+                        &mut drop_rng,
+                    )?)
+                } else {
+                    None
+                };
+                all.append(model.per_example_grads(&s, &y, mask.as_ref())?);
             }
             let update = PerExampleGrads::new(all)
                 .clip(dp.clip)
@@ -633,31 +819,42 @@ impl WordCnn {
 pub struct CnnPerExample {
     ids: Vec<Vec<u32>>,
     dx: Vec<Vec<Vec<f32>>>,
+    /// False: the embedding is frozen and has no gradient (dx is empty).
+    emb_trainable: bool,
     /// per dense parameter (conv_w.., conv_b.., out_w, out_b): rows = examples
     dense: Vec<Vec<Vec<f32>>>,
+    /// element count of each dense parameter
+    dense_sizes: Vec<usize>,
     vocab: usize,
     embed_dim: usize,
 }
 
 impl CnnPerExample {
-    fn empty(vocab: usize, embed_dim: usize) -> Self {
+    /// No examples yet, shaped for `model`'s trainable parameters.
+    fn empty_for(model: &WordCnn) -> Self {
+        let p = &model.params;
+        let dense_sizes: Vec<usize> = p
+            .conv_w
+            .iter()
+            .chain(p.conv_b.iter())
+            .chain([&p.out_w, &p.out_b])
+            .map(|v| v.as_tensor().elem_count())
+            .collect();
         Self {
             ids: Vec::new(),
             dx: Vec::new(),
-            dense: Vec::new(),
-            vocab,
-            embed_dim,
+            emb_trainable: model.trainable_embedding,
+            dense: vec![Vec::new(); dense_sizes.len()],
+            dense_sizes,
+            vocab: model.vocab.len(),
+            embed_dim: model.cfg.embed_dim,
         }
     }
     fn append(&mut self, other: CnnPerExample) {
         self.ids.extend(other.ids);
         self.dx.extend(other.dx);
-        if self.dense.is_empty() {
-            self.dense = other.dense;
-        } else {
-            for (a, b) in self.dense.iter_mut().zip(other.dense) {
-                a.extend(b);
-            }
+        for (a, b) in self.dense.iter_mut().zip(other.dense) {
+            a.extend(b);
         }
     }
     pub fn len(&self) -> usize {
@@ -669,6 +866,9 @@ impl CnnPerExample {
     /// Embedding-row gradient of example `b`: (row id, gradient) with rows merged.
     fn emb_rows(&self, b: usize) -> Vec<(u32, Vec<f32>)> {
         let mut rows: Vec<(u32, Vec<f32>)> = Vec::new();
+        if !self.emb_trainable {
+            return rows;
+        }
         for (t, &id) in self.ids[b].iter().enumerate() {
             if id == PAD {
                 continue;
@@ -683,7 +883,8 @@ impl CnnPerExample {
     }
     /// Example `b`'s full gradient, flattened in the oracle's layout (for tests).
     pub fn flat(&self, b: usize) -> Vec<f32> {
-        let mut emb = vec![0f32; self.vocab * self.embed_dim];
+        let rows = if self.emb_trainable { self.vocab } else { 0 };
+        let mut emb = vec![0f32; rows * self.embed_dim];
         for (id, g) in self.emb_rows(b) {
             emb[id as usize * self.embed_dim..(id as usize + 1) * self.embed_dim]
                 .copy_from_slice(&g);
@@ -718,18 +919,20 @@ impl PerExampleSource for CnnPerExample {
     }
     fn weighted_sum(self, factors: &[f64]) -> Vec<Vec<f32>> {
         let e = self.embed_dim;
-        let mut emb = vec![0f32; self.vocab * e];
-        for (b, &f) in factors.iter().enumerate() {
-            for (id, g) in self.emb_rows(b) {
-                let row = &mut emb[id as usize * e..(id as usize + 1) * e];
-                row.iter_mut()
-                    .zip(&g)
-                    .for_each(|(a, v)| *a += (f * *v as f64) as f32);
+        let mut out = Vec::new();
+        if self.emb_trainable {
+            let mut emb = vec![0f32; self.vocab * e];
+            for (b, &f) in factors.iter().enumerate() {
+                for (id, g) in self.emb_rows(b) {
+                    let row = &mut emb[id as usize * e..(id as usize + 1) * e];
+                    row.iter_mut()
+                        .zip(&g)
+                        .for_each(|(a, v)| *a += (f * *v as f64) as f32);
+                }
             }
+            out.push(emb);
         }
-        let mut out = vec![emb];
-        for p in &self.dense {
-            let d = p.first().map_or(0, Vec::len);
+        for (p, &d) in self.dense.iter().zip(&self.dense_sizes) {
             let mut s = vec![0f32; d];
             for (row, &f) in p.iter().zip(factors) {
                 s.iter_mut()
@@ -739,6 +942,48 @@ impl PerExampleSource for CnnPerExample {
             out.push(s);
         }
         out
+    }
+}
+
+enum Optimizer {
+    Adam(AdamW),
+    Sgd(SgdMomentum),
+}
+
+impl Optimizer {
+    fn step(&mut self, vars: &[Var], grads: &[Tensor]) -> Result<()> {
+        match self {
+            Self::Adam(o) => o.step(vars, grads),
+            Self::Sgd(o) => o.step(vars, grads),
+        }
+    }
+}
+
+/// SGD with (heavy-ball) momentum on candle `Var`s with externally supplied gradients.
+pub struct SgdMomentum {
+    lr: f64,
+    momentum: f64,
+    v: Vec<Tensor>,
+}
+
+impl SgdMomentum {
+    pub fn new(vars: &[Var], lr: f64, momentum: f64) -> Result<Self> {
+        Ok(Self {
+            lr,
+            momentum,
+            v: vars
+                .iter()
+                .map(|v| v.as_tensor().zeros_like())
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
+    pub fn step(&mut self, vars: &[Var], grads: &[Tensor]) -> Result<()> {
+        for i in 0..vars.len() {
+            self.v[i] = ((&self.v[i] * self.momentum)? + &grads[i])?;
+            let w = vars[i].as_tensor();
+            vars[i].set(&(w - (&self.v[i] * self.lr)?)?.detach())?;
+        }
+        Ok(())
     }
 }
 
@@ -931,42 +1176,111 @@ mod tests {
         assert!(acc > 0.95, "train accuracy {acc}, {info:?}");
     }
 
+    /// A "public" embedding covering the toy words: random vectors from a fixed seed.
+    fn toy_public_embedding(dim: usize) -> PublicEmbedding {
+        let words: Vec<String> = [
+            "great", "fun", "movie", "a", "film", "and", "moving", "loved", "it", "dull", "boring",
+            "mess", "awful", "hated",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let vocab = Vocab::from_words(words);
+        let mut rng = ChaCha8Rng::seed_from_u64(99);
+        let mut table = vec![0f32; 2 * dim];
+        table.extend((0..(vocab.len() - 2) * dim).map(|_| rng.random_range(-0.5f32..0.5)));
+        PublicEmbedding::new(vocab, table, dim, "test".into()).unwrap()
+    }
+
     #[test]
-    fn dp_training_runs_within_budget_and_learns_toy_task() {
+    fn public_embedding_rejects_bad_tables() {
+        let v = Vocab::from_words(["a".to_string()]);
+        assert!(PublicEmbedding::new(v.clone(), vec![0.0; 5], 2, "t".into()).is_err());
+        let mut t = vec![0.0; 6];
+        t[1] = 1.0; // pad row not zero
+        assert!(PublicEmbedding::new(v, t, 2, "t".into()).is_err());
+    }
+
+    #[test]
+    fn frozen_embedding_per_example_grads_match_oracle_and_skip_the_table() {
+        let emb = toy_public_embedding(6);
+        let m = WordCnn::with_public_embedding(emb, 3, &tiny_cfg(), &Device::Cpu).unwrap();
+        assert_eq!(m.trainable().len(), m.params.all().len() - 1);
+        let texts = ["great great fun", "a boring mess of a film", "x", "dull"];
+        let seqs: Vec<Vec<u32>> = texts.iter().map(|s| m.vocab.encode(s, 12)).collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let y = [0u32, 1, 2, 1];
+        let pe = m.per_example_grads(&refs, &y, None).unwrap();
+        let norms = pe.norms();
+        for b in 0..4 {
+            let oracle = m.single_example_grad(refs[b], y[b]).unwrap();
+            let fast = pe.flat(b);
+            assert_eq!(oracle.len(), fast.len());
+            // no embedding coordinates: only the dense parameters
+            let dense: usize = m
+                .trainable()
+                .iter()
+                .map(|v| v.as_tensor().elem_count())
+                .sum();
+            assert_eq!(fast.len(), dense);
+            let md = oracle
+                .iter()
+                .zip(&fast)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(md < 1e-5, "example {b}: max diff {md}");
+            let on = oracle
+                .iter()
+                .map(|v| (*v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!((on - norms[b]).abs() < 1e-4 * on.max(1.0));
+        }
+        let c = 0.05;
+        let sum = PerExampleGrads::new(pe).clip(c);
+        assert!(sum.max_clipped_norm() <= c);
+    }
+
+    fn dp_toy(optimizer: DpOptimizer, lr: f64) -> f64 {
         let (t, y) = toy();
-        // a public vocabulary that happens to cover the toy words
-        let vocab = Vocab::from_words(
-            [
-                "great", "fun", "movie", "a", "film", "and", "moving", "loved", "it", "dull",
-                "boring", "mess", "awful", "hated",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
+        let emb = toy_public_embedding(6);
+        let table = emb.table.clone();
         let dp = DpSgdConfig {
             epsilon: 8.0,
             delta: 1e-5,
             clip: 1.0,
             expected_batch_size: 20,
             epochs: 15,
-            learning_rate: 2e-2,
+            learning_rate: lr,
             seed: Some(3),
         };
-        let (m, plan) = WordCnn::fit_dp(
-            &t,
-            &y,
-            2,
-            vocab,
-            &tiny_cfg(),
-            &dp,
-            &Device::Cpu,
-            &Progress::hidden(),
-        )
-        .unwrap();
+        let cfg = CnnConfig {
+            dp_optimizer: optimizer,
+            ..tiny_cfg()
+        };
+        let (m, plan) =
+            WordCnn::fit_dp(&t, &y, 2, emb, &cfg, &dp, &Device::Cpu, &Progress::hidden()).unwrap();
         assert!(plan.epsilon_spent <= 8.0);
         assert_eq!(plan.steps, 60);
+        // the public table is frozen: bit-identical after training
+        let after = m
+            .params
+            .emb
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(after, table);
         let pred = m.predict(&t).unwrap();
-        let acc = pred.iter().zip(&y).filter(|(a, b)| a == b).count() as f64 / t.len() as f64;
-        assert!(acc > 0.8, "DP toy accuracy {acc}");
+        pred.iter().zip(&y).filter(|(a, b)| a == b).count() as f64 / t.len() as f64
+    }
+
+    #[test]
+    fn dp_training_runs_within_budget_and_learns_toy_task() {
+        let acc = dp_toy(DpOptimizer::Adam, 2e-2);
+        assert!(acc > 0.8, "DP toy accuracy (Adam) {acc}");
+        let acc = dp_toy(DpOptimizer::Sgd { momentum: 0.9 }, 0.5);
+        assert!(acc > 0.8, "DP toy accuracy (SGD) {acc}");
     }
 }

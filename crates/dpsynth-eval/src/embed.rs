@@ -137,18 +137,10 @@ impl MiniLm {
     /// Whole words of the (public) WordPiece vocabulary: entries without `##`, made of
     /// lowercase letters/digits/apostrophes, in id order. Used as a data-independent vocabulary.
     pub fn public_words(&self) -> Vec<String> {
-        let mut v: Vec<(String, u32)> = self
-            .tokenizer
-            .get_vocab(false)
+        public_word_ids(&self.tokenizer)
             .into_iter()
-            .filter(|(w, _)| {
-                !w.is_empty()
-                    && w.chars()
-                        .all(|c| (c.is_alphanumeric() && !c.is_uppercase()) || c == '\'')
-            })
-            .collect();
-        v.sort_by_key(|x| x.1);
-        v.into_iter().map(|x| x.0).collect()
+            .map(|x| x.0)
+            .collect()
     }
 
     /// Token ids with `[CLS]`/`[SEP]`, truncated to [`MAX_TOKENS`].
@@ -262,6 +254,22 @@ impl MiniLm {
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         Ok((emb, false))
     }
+}
+
+/// Whole words of a (public) WordPiece vocabulary with their token ids, in id order: entries
+/// without `##`, made of lowercase letters/digits/apostrophes.
+pub fn public_word_ids(tokenizer: &Tokenizer) -> Vec<(String, u32)> {
+    let mut v: Vec<(String, u32)> = tokenizer
+        .get_vocab(false)
+        .into_iter()
+        .filter(|(w, _)| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| (c.is_alphanumeric() && !c.is_uppercase()) || c == '\'')
+        })
+        .collect();
+    v.sort_by_key(|x| x.1);
+    v
 }
 
 fn load_cache(path: &Path, n: usize) -> Result<Embeddings> {

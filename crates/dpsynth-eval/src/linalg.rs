@@ -80,6 +80,41 @@ pub fn pca_project(
     d: usize,
     explained_variance: f64,
 ) -> (Vec<Vec<f64>>, usize) {
+    let (centered, vals, vecs) = pca(x, n, d);
+    let total: f64 = vals.iter().map(|v| v.max(0.0)).sum();
+    let mut cum = 0.0;
+    let mut k = d;
+    for (i, v) in vals.iter().enumerate() {
+        cum += v.max(0.0) / total;
+        if cum >= explained_variance {
+            k = i + 1;
+            break;
+        }
+    }
+    let proj = project(&centered, n, d, &vecs[..k]);
+    (proj, k)
+}
+
+/// PCA onto exactly the `k` leading components (centered, not whitened).
+pub fn pca_project_dims(x: &[f64], n: usize, d: usize, k: usize) -> Vec<Vec<f64>> {
+    let (centered, _vals, vecs) = pca(x, n, d);
+    project(&centered, n, d, &vecs[..k.min(d)])
+}
+
+fn project(centered: &[f64], n: usize, d: usize, vecs: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    (0..n)
+        .map(|i| {
+            let r = &centered[i * d..(i + 1) * d];
+            vecs.iter()
+                .map(|v| v.iter().zip(r).map(|(a, b)| a * b).sum())
+                .collect()
+        })
+        .collect()
+}
+
+/// Centered data, eigenvalues (descending) and eigenvectors of its covariance.
+#[allow(clippy::type_complexity)]
+fn pca(x: &[f64], n: usize, d: usize) -> (Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
     let mut mean = vec![0.0; d];
     for i in 0..n {
         for j in 0..d {
@@ -107,26 +142,7 @@ pub fn pca_project(
         }
     }
     let (vals, vecs) = symmetric_eigen(&cov, d);
-    let total: f64 = vals.iter().map(|v| v.max(0.0)).sum();
-    let mut cum = 0.0;
-    let mut k = d;
-    for (i, v) in vals.iter().enumerate() {
-        cum += v.max(0.0) / total;
-        if cum >= explained_variance {
-            k = i + 1;
-            break;
-        }
-    }
-    let proj = (0..n)
-        .map(|i| {
-            let r = &centered[i * d..(i + 1) * d];
-            vecs[..k]
-                .iter()
-                .map(|v| v.iter().zip(r).map(|(a, b)| a * b).sum())
-                .collect()
-        })
-        .collect();
-    (proj, k)
+    (centered, vals, vecs)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::cnn::{CnnConfig, CnnTrainInfo, Vocab, WordCnn};
+use crate::cnn::{CnnConfig, CnnTrainInfo, PublicEmbedding, WordCnn};
 use crate::dpsgd::{DpPlan, DpSgdConfig};
 use crate::embed::{find_minilm_dir, Embeddings, MiniLm};
 use crate::logreg::{LogReg, LogRegConfig};
@@ -369,7 +369,8 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
     let need_embed = cfg.classifiers.contains(&ClassifierKind::Logreg) || cfg.mauve_max_texts >= 2;
     let need_vocab = cfg.classifiers.contains(&ClassifierKind::Cnn) && cfg.epsilon.is_some();
     let mut cache_hits = 0;
-    let (minilm, emb) = if need_embed || need_vocab {
+    let mut public_emb = None;
+    let emb = if need_embed || need_vocab {
         let dir = find_minilm_dir(cfg.minilm_dir.as_deref()).ok_or_else(|| {
             EvalError::MissingAsset(
                 cfg.minilm_dir
@@ -377,9 +378,13 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
                     .map_or("assets/minilm".to_string(), |p| p.display().to_string()),
             )
         })?;
-        progress.note("loading MiniLM");
-        let m = MiniLm::load(&dir, &device)?;
-        let emb = if need_embed {
+        if need_vocab {
+            progress.note("loading MiniLM's public word embeddings for the DP CNN");
+            public_emb = Some(PublicEmbedding::from_minilm(&dir, cfg.cnn.embed_dim)?);
+        }
+        if need_embed {
+            progress.note("loading MiniLM");
+            let m = MiniLm::load(&dir, &device)?;
             let mut out = Vec::new();
             for t in [&t_syn, &t_train, &t_test] {
                 let (e, hit) = m.embed_cached(t, cfg.cache_dir.as_deref(), progress)?;
@@ -389,10 +394,9 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
             Some(out)
         } else {
             None
-        };
-        (Some(m), emb)
+        }
     } else {
-        (None, None)
+        None
     };
 
     let mut rows = Vec::new();
@@ -440,10 +444,9 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
                             seed: cfg.dp_seed,
                             ..cfg.dp_cnn.clone()
                         };
-                        let vocab = public_vocab(minilm.as_ref().expect("MiniLM loaded"));
-                        let (m, plan) = WordCnn::fit_dp(
-                            ttexts, ty, k, vocab, &cfg.cnn, &dp, &device, progress,
-                        )?;
+                        let emb = public_emb.clone().expect("public embedding loaded");
+                        let (m, plan) =
+                            WordCnn::fit_dp(ttexts, ty, k, emb, &cfg.cnn, &dp, &device, progress)?;
                         (m.predict(&t_test)?, Some(plan), None)
                     }
                     _ => {
@@ -509,9 +512,4 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
         std::fs::write(&p, serde_json::to_string_pretty(&mem_private)?).map_err(io_err(&p))?;
     }
     Ok(report)
-}
-
-/// Public word list for the DP CNN: MiniLM's WordPiece whole words (lowercase, alphanumeric).
-fn public_vocab(m: &MiniLm) -> Vocab {
-    Vocab::from_words(m.public_words())
 }

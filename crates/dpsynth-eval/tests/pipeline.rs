@@ -217,3 +217,65 @@ fn logreg_mauve_and_dp_baseline_with_real_minilm() {
         "second evaluation reads the cache"
     );
 }
+
+#[test]
+fn test_set_missing_a_label_is_reported_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut train = corpus(40, 0);
+    train.push(rec(7000, "a neutral remark about the film", "neutral"));
+    train.push(rec(7001, "another neutral remark", "neutral"));
+    let test = corpus(20, 500);
+    let syn = corpus(20, 900);
+    let (s, tr, te) = (
+        write(tmp.path(), "s.jsonl", &syn),
+        write(tmp.path(), "tr.jsonl", &train),
+        write(tmp.path(), "te.jsonl", &test),
+    );
+    let rep = evaluate(&cnn_only(s, tr, te), &Progress::hidden()).unwrap();
+    assert_eq!(rep.labels.missing_in_test, vec!["neutral".to_string()]);
+    assert_eq!(rep.labels.missing_in_synthetic, vec!["neutral".to_string()]);
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("test set has no examples")),
+        "{:?}",
+        rep.warnings
+    );
+    assert_eq!(rep.rows.len(), 2);
+    assert!(rep.rows.iter().all(|r| r.metrics.n == 20));
+}
+
+#[test]
+fn dp_cnn_baseline_uses_the_public_embedding_and_stays_in_budget() {
+    let Some(_) = find_minilm_dir(None) else {
+        eprintln!("SKIP dp_cnn_baseline_uses_the_public_embedding: assets/minilm not found");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, tr, te) = (
+        write(tmp.path(), "s.jsonl", &corpus(40, 3000)),
+        write(tmp.path(), "tr.jsonl", &corpus(200, 0)),
+        write(tmp.path(), "te.jsonl", &corpus(40, 1000)),
+    );
+    let mut cfg = cnn_only(s, tr, te);
+    cfg.real_baseline = false;
+    cfg.epsilon = Some(8.0);
+    cfg.dp_seed = Some(5);
+    cfg.dp_cnn.expected_batch_size = 50;
+    cfg.dp_cnn.epochs = 10;
+    let rep = evaluate(&cfg, &Progress::hidden()).unwrap();
+    assert_eq!(rep.rows.len(), 2);
+    let row = &rep.rows[1];
+    assert_eq!(
+        row.training,
+        TrainingSet::RealDpSgd {
+            epsilon: 8.0,
+            delta: 1e-5
+        }
+    );
+    let dp = row.dp.as_ref().unwrap();
+    assert!(dp.epsilon_spent <= 8.0 && dp.epsilon_spent > 7.0, "{dp:?}");
+    assert!((dp.sampling_rate - 0.25).abs() < 1e-12);
+    assert_eq!(dp.steps, 40);
+    assert_eq!(row.metrics.n, 40);
+}
