@@ -13,7 +13,7 @@
 //! the Sampled Gaussian Mechanism" (2019, Thm. 11) and accounted here with the PLD accountant of
 //! `dpsynth-privacy` (`DpEvent::dp_sgd(q, σ, steps)`). Each example's whole gradient is clipped
 //! to L2 norm ≤ C, the clipped gradients are summed, and N(0, σ²C²) noise is added to *every*
-//! coordinate of the parameter vector (including embedding rows no example touched). Dividing by
+//! coordinate of the *trainable* parameter vector (including coordinates no example touched). Dividing by
 //! the expected batch size qN (a public constant) and the optimizer update are post-processing.
 
 use dpsynth_privacy::{calibrate_noise_multiplier, epsilon_pld, DpEvent, SecureRng};

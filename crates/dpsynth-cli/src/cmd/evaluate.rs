@@ -12,8 +12,11 @@ use dpsynth_eval::{evaluate, ClassifierKind, EvalConfig, Progress};
 /// the synthetic set and tests it on the real test set: that accuracy is the product's number.
 /// For comparison it also trains on the real training set without privacy (the ceiling) and,
 /// with --epsilon, with DP-SGD at that (ε, δ) directly on the real data (the baseline a
-/// synthetic dataset has to beat). Also reports MAUVE between synthetic and real test text,
-/// length/vocabulary/label statistics, and a memorization check (evidence, not a guarantee).
+/// synthetic dataset has to beat: logistic regression on the public MiniLM embeddings, and a
+/// CNN whose word embeddings are MiniLM's public vectors, frozen, so only its convolutions
+/// and output layer see the private data). Also reports MAUVE between synthetic and real test
+/// text, length/vocabulary/label statistics, and a memorization check (evidence, not a
+/// guarantee).
 ///
 /// Writes DIR/metrics.json (aggregates only, shareable) and DIR/memorization_private.json
 /// (quotes training records: keep it private). Embeddings are cached (see --cache-dir), so a
@@ -36,7 +39,8 @@ pub struct Args {
     /// Also train the DP-SGD baseline on the real training set at this ε.
     #[arg(long, value_name = "E")]
     pub epsilon: Option<f64>,
-    /// δ of the DP-SGD baseline.
+    /// δ of the DP-SGD baseline (the DP-SGD rows are (ε, δ)-DP for the training set under
+    /// add/remove of one record; the other rows read it without privacy).
     #[arg(long, value_name = "D", default_value_t = 1e-5)]
     pub delta: f64,
     /// Output directory for metrics.json and memorization_private.json.
