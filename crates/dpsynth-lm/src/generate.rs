@@ -368,6 +368,8 @@ fn forward_step(
         }
     }
     let mask = Tensor::from_vec(mask, (b, 1, t, len), &dev)?;
+    // On the CPU, SwiGLU runs as a fused kernel (crate::cpu_ops); elsewhere as candle ops.
+    let cpu = dev.is_cpu();
     let rows = cache.rows(nkv, hd, slots, starts, t, &dev)?;
     let contiguous = slots.iter().enumerate().all(|(i, &s)| s == slots[0] + i);
     let slot_idx = Tensor::from_vec(slots.iter().map(|&s| s as u32).collect::<Vec<_>>(), b, &dev)?;
@@ -414,9 +416,13 @@ fn forward_step(
         let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
         let gu = l.gate_up.forward(&h)?;
         let ff = cfg.intermediate_size;
-        let g = gu.narrow(1, 0, ff)?;
-        let u = gu.narrow(1, ff, ff)?;
-        let a = (candle_nn::ops::silu(&g)? * u)?;
+        let a = if cpu {
+            crate::cpu_ops::swiglu(&gu, ff)?
+        } else {
+            let g = gu.narrow(1, 0, ff)?;
+            let u = gu.narrow(1, ff, ff)?;
+            (candle_nn::ops::silu(&g)? * u)?
+        };
         x = (x + l.down.forward(&a.contiguous()?)?)?;
     }
     let last = if all_positions {
@@ -441,7 +447,7 @@ fn forward_step(
 /// degree-7 Taylor polynomial of `2^f` (truncation error < 2e-8) scaled by `2^n` via the
 /// exponent bits.
 #[inline(always)]
-fn fast_exp(x: f32) -> f32 {
+pub(crate) fn fast_exp(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let t = (x * std::f32::consts::LOG2_E).clamp(-126.0, 126.0);
     let m = t + MAGIC;

@@ -13,6 +13,7 @@
 pub mod adapter;
 pub mod bench;
 pub mod config;
+mod cpu_ops;
 pub mod error;
 pub mod generate;
 pub mod kernels;
