@@ -23,6 +23,10 @@ pub struct BenchRow {
     pub cpu_seconds: Option<f64>,
     /// Peak resident memory of the process so far (`VmHWM`), bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// Threads of the rayon pool (set with `RAYON_NUM_THREADS`).
+    pub threads: usize,
+    /// Bytes of linear weights (projections and lm head) the generator streams per decode step.
+    pub weight_bytes: usize,
 }
 
 /// A `/proc/self/status` field in bytes (`VmHWM` = peak RSS, `VmRSS` = current RSS). Linux only.
@@ -70,7 +74,12 @@ impl Default for BenchOptions {
             batch_sizes: vec![1, 8, 32],
             new_tokens: 64,
             rounds: 1,
-            weights: vec![WeightFormat::F32, WeightFormat::Q8_0],
+            // The default format first (peak RSS is cumulative), then f32 for comparison.
+            weights: if WeightFormat::default() == WeightFormat::F32 {
+                vec![WeightFormat::F32, WeightFormat::Q8_0]
+            } else {
+                vec![WeightFormat::default(), WeightFormat::F32]
+            },
         }
     }
 }
@@ -132,6 +141,8 @@ pub fn generation_bench(model_path: &Path, opts: &BenchOptions) -> Result<Vec<Be
                 tokens_per_second: stats.new_tokens as f64 / secs,
                 cpu_seconds: c0.zip(process_cpu_seconds()).map(|(a, b)| b - a),
                 peak_rss_bytes: proc_status_bytes("VmHWM:"),
+                threads: rayon::current_num_threads(),
+                weight_bytes: g.weight_bytes(),
             });
         }
     }
@@ -141,7 +152,7 @@ pub fn generation_bench(model_path: &Path, opts: &BenchOptions) -> Result<Vec<Be
 /// The rows as a plain-text table.
 pub fn format_table(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "weights  batch  sequences  new tokens  seconds  tokens/s  CPU s  tokens/CPU-s  peak RSS\n",
+        "weights  threads  batch  sequences  new tokens  seconds  tokens/s  CPU s  tokens/CPU-s  peak RSS  weights/step\n",
     );
     for r in rows {
         let rss = r
@@ -149,8 +160,9 @@ pub fn format_table(rows: &[BenchRow]) -> String {
             .map(|b| format!("{:.2} GB", b as f64 / 1e9))
             .unwrap_or_else(|| "n/a".into());
         s.push_str(&format!(
-            "{:<7}  {:>5}  {:>9}  {:>10}  {:>7.2}  {:>8.1}  {:>5}  {:>12}  {}\n",
+            "{:<7}  {:>7}  {:>5}  {:>9}  {:>10}  {:>7.2}  {:>8.1}  {:>5}  {:>12}  {:>8}  {:.0} MB\n",
             r.weights.to_string(),
+            r.threads,
             r.batch_size,
             r.sequences,
             r.new_tokens,
@@ -160,7 +172,8 @@ pub fn format_table(rows: &[BenchRow]) -> String {
             r.cpu_seconds
                 .map(|c| format!("{:.1}", r.new_tokens as f64 / c.max(1e-9)))
                 .unwrap_or_default(),
-            rss
+            rss,
+            r.weight_bytes as f64 / 1e6
         ));
     }
     s

@@ -214,6 +214,21 @@ impl Lin {
         })
     }
 
+    /// Bytes of weight data.
+    fn bytes(&self) -> usize {
+        match self {
+            Lin::F32(w) => w.elem_count() * 4,
+            // Q8_0: 32 int8 values and one f16 scale per block.
+            Lin::Q(q) => match q {
+                QMatMul::QTensor(t) => t.storage_size_in_bytes(),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                    t.elem_count() * t.dtype().size_in_bytes()
+                }
+            },
+            Lin::Packed(p) => p.bytes(),
+        }
+    }
+
     /// `x: [n, in]` contiguous -> `[n, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
@@ -714,6 +729,17 @@ impl Generator {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.model.cfg
+    }
+
+    /// Bytes of the linear weights (projections and lm head) in their generation format: what a
+    /// decode step reads from memory, at least once.
+    pub fn weight_bytes(&self) -> usize {
+        let m = &self.model;
+        m.lm_head.bytes()
+            + m.layers
+                .iter()
+                .map(|l| l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes())
+                .sum::<usize>()
     }
 
     /// Logits of the next token after `prompt` (one prefill), `[vocab]`; for quality checks.
