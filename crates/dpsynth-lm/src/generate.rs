@@ -869,8 +869,9 @@ impl Generator {
                 let x = Tensor::cat(&xs, 0)?;
                 let last: Vec<usize> = lens.iter().map(|l| l + nv - 1).collect();
                 let starts = vec![0; n_new];
-                let logits =
-                    forward_step(&self.model, &cache, x, fill, &starts, Some(&last), false)?;
+                let logits = on_pool(|| {
+                    forward_step(&self.model, &cache, x, fill, &starts, Some(&last), false)
+                })?;
                 let rows: Vec<Vec<f32>> = logits.to_vec2()?;
                 for ((&si, (index, req)), row) in fill.iter().zip(new).zip(rows) {
                     let mut slot = Slot {
@@ -905,7 +906,8 @@ impl Generator {
                 .collect();
             let ids = Tensor::new(next.as_slice(), &self.device)?;
             let x = self.model.embed.embedding(&ids)?.unsqueeze(1)?;
-            let logits = forward_step(&self.model, &cache, x, &run, &starts, None, false)?;
+            let logits =
+                on_pool(|| forward_step(&self.model, &cache, x, &run, &starts, None, false))?;
             let rows: Vec<Vec<f32>> = logits.to_vec2()?;
             for (j, &s) in run.iter().enumerate() {
                 let Some(slot) = slots[s].as_mut() else {
@@ -920,6 +922,17 @@ impl Generator {
         }
         stats.seconds = start.elapsed().as_secs_f64();
         Ok(stats)
+    }
+}
+
+/// Runs `f` on a thread of rayon's pool (the caller waits). A forward pass issues hundreds of
+/// parallel ops; started from a thread outside the pool each would be handed over to the pool
+/// and waited for (two thread wake-ups per op), started inside it they split with work stealing.
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
     }
 }
 
