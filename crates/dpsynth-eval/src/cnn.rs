@@ -763,6 +763,10 @@ impl WordCnn {
                 "DP CNN: texts and labels differ in length".into(),
             ));
         }
+        let dp = &DpSgdConfig {
+            expected_batch_size: dp_cnn_batch_size(dp.expected_batch_size, texts.len()),
+            ..dp.clone()
+        };
         let plan = dpsgd::plan(dp, texts.len())?;
         let cfg = CnnConfig {
             dropout: cfg.dp_dropout,
@@ -821,6 +825,14 @@ impl WordCnn {
         pb.finish_and_clear();
         Ok((model, plan))
     }
+}
+
+/// Expected batch size the DP CNN uses for `n` training records: `max_l`, capped at the power
+/// of two ≥ n/16, so a small dataset still gets ≥ ~80 steps at 10 epochs (bbc-news, 1,781
+/// records: 128 instead of 512 lifted ε = 8 accuracy from 79 % to 84 %). `n` is the size the
+/// sampling rate q = L/n already uses; the cap changes no accounting.
+pub fn dp_cnn_batch_size(max_l: usize, n: usize) -> usize {
+    max_l.min((n / 16).max(1).next_power_of_two()).max(1)
 }
 
 /// Per-example gradients of the CNN: sparse embedding-row gradients (positions × E) and dense
@@ -1304,8 +1316,8 @@ mod tests {
         let (m, plan) =
             WordCnn::fit_dp(&t, &y, 2, emb, &cfg, &dp, &Device::Cpu, &Progress::hidden()).unwrap();
         assert!(plan.epsilon_spent <= 8.0);
-        assert_eq!(plan.steps, 60);
-        // the public table is frozen: bit-identical after training
+        assert_eq!(plan.steps, 150); // L = 8 by the small-data cap, q = 0.1
+                                     // the public table is frozen: bit-identical after training
         let after = m
             .params
             .emb
@@ -1317,6 +1329,15 @@ mod tests {
         assert_eq!(after, table);
         let pred = m.predict(&t).unwrap();
         pred.iter().zip(&y).filter(|(a, b)| a == b).count() as f64 / t.len() as f64
+    }
+
+    #[test]
+    fn dp_cnn_batch_size_caps_small_datasets() {
+        assert_eq!(dp_cnn_batch_size(512, 10_246), 512);
+        assert_eq!(dp_cnn_batch_size(512, 4_837), 512);
+        assert_eq!(dp_cnn_batch_size(512, 1_781), 128);
+        assert_eq!(dp_cnn_batch_size(20, 80), 8);
+        assert_eq!(dp_cnn_batch_size(512, 3), 1);
     }
 
     #[test]

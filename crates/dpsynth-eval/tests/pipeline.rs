@@ -275,7 +275,8 @@ fn dp_cnn_baseline_uses_the_public_embedding_and_stays_in_budget() {
     );
     let dp = row.dp.as_ref().unwrap();
     assert!(dp.epsilon_spent <= 8.0 && dp.epsilon_spent > 7.0, "{dp:?}");
-    assert!((dp.sampling_rate - 0.25).abs() < 1e-12);
-    assert_eq!(dp.steps, 40);
+    // L = 50 capped to 16 (power of two ≥ 200/16): q = 0.08, 10 epochs
+    assert!((dp.sampling_rate - 0.08).abs() < 1e-12, "{dp:?}");
+    assert_eq!(dp.steps, 125);
     assert_eq!(row.metrics.n, 40);
 }
