@@ -227,6 +227,14 @@ mod tests {
             ),
             (vec![Override::new("train.steps", "ten")], "train.steps"),
             (
+                vec![Override::new("train.prompt_template", "Write a review:")],
+                "train.prompt_template",
+            ),
+            (
+                vec![Override::new("data.split_seed", "x")],
+                "data.split_seed",
+            ),
+            (
                 vec![Override::new(
                     "data.path",
                     d.path().join("nope.csv").to_str().unwrap(),
@@ -247,6 +255,34 @@ mod tests {
         std::fs::write(&f, "[train]\nsteps = 3\nmethodd = \"lora\"\n").unwrap();
         let e = dpsynth_report::resolve(Some(&f), &[]).unwrap_err();
         assert!(e.to_string().contains("train.methodd"), "{e}");
+    }
+
+    #[test]
+    fn prompt_template_is_the_recipes_unless_set() {
+        let mut cfg = dpsynth_report::config::preset_config(dpsynth_report::Preset::Quick);
+        let t = stages::prompt_template(&cfg);
+        assert!(t.contains("{label} movie review"), "{t}");
+        cfg.data.recipe = "bbc-news".into();
+        assert!(stages::prompt_template(&cfg).contains("BBC news article about {label}"));
+        cfg.data.path = Some("mine.csv".into());
+        assert_eq!(
+            stages::prompt_template(&cfg),
+            dpsynth_data::prompt::DEFAULT_TEMPLATE
+        );
+        // A flag cannot type a newline: `\n` is turned into one.
+        cfg.train.prompt_template = Some("Topic {label}:\\n".into());
+        assert_eq!(stages::prompt_template(&cfg), "Topic {label}:\n");
+        // Training and synthesis get it (the training crate stores it for synthesis).
+        let tc = stages::train_config(&cfg, Path::new("/tmp/x"), false);
+        assert_eq!(tc.template, "Topic {label}:\n");
+        assert_eq!(tc.label_distribution, dpsynth_train::LabelDistribution::Dp);
+        assert!((tc.label_budget_share - 0.1 / 3.0).abs() < 1e-12);
+        cfg.privacy.label_histogram_epsilon = 0.0;
+        let tc = stages::train_config(&cfg, Path::new("/tmp/x"), false);
+        assert_eq!(
+            tc.label_distribution,
+            dpsynth_train::LabelDistribution::Uniform
+        );
     }
 
     #[test]
