@@ -223,6 +223,25 @@ impl EvalReport {
                 100.0 * r.metrics.macro_f1
             ));
         }
+        for r in &self.rows {
+            if let Some(dp) = &r.dp {
+                s.push_str(&format!(
+                    "DP-SGD {}: q = {:.4}, {} steps, σ = {:.3}, C = {}, ε spent (PLD) = {:.3} at δ = {:e}{}\n",
+                    r.classifier,
+                    dp.sampling_rate,
+                    dp.steps,
+                    dp.noise_multiplier,
+                    dp.clip,
+                    dp.epsilon_spent,
+                    dp.delta,
+                    if dp.reproducible_seed {
+                        " (seeded noise: reproducible, NOT secure)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
         if let Some(m) = &self.mauve {
             s.push_str(&format!(
                 "MAUVE(real test, synthetic) = {:.3}  (k = {} clusters, c = {}, PCA dims = {})\n",

@@ -279,4 +279,9 @@ fn dp_cnn_baseline_uses_the_public_embedding_and_stays_in_budget() {
     assert!((dp.sampling_rate - 0.08).abs() < 1e-12, "{dp:?}");
     assert_eq!(dp.steps, 125);
     assert_eq!(row.metrics.n, 40);
+    let table = rep.table();
+    assert!(
+        table.contains("DP-SGD word CNN: q = 0.0800, 125 steps") && table.contains("NOT secure"),
+        "{table}"
+    );
 }
