@@ -128,6 +128,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Run the benchmark and return one row per (method, mode).
 pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
+    if std::env::var("DPSYNTH_DEFAULT_MALLOC").is_err() {
+        crate::ops::keep_freed_memory();
+    }
     let dev = Device::Cpu;
     let load = || -> Result<LlamaWeights> {
         Ok(match &opts.model {

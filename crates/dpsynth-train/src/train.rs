@@ -556,6 +556,7 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainSumm
             cfg.data.display()
         )));
     }
+    crate::ops::keep_freed_memory();
     progress.message("loading model");
     let (weights, tok) = dpsynth_lm::load_model(&cfg.model, &device)?;
     let data = prepare_data(&records, &tok, cfg)?;
