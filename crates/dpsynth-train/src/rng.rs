@@ -1,9 +1,7 @@
 //! Randomness for DP: a ChaCha20 CSPRNG seeded from the operating system, or from a
 //! user-given seed (reproducible, not secure), for Poisson sampling and Gaussian noise.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
-use rand_distr::{Distribution, StandardNormal};
+use dpsynth_privacy::SecureRng;
 use serde::{Deserialize, Serialize};
 
 use crate::dp::NoiseSource;
@@ -18,14 +16,18 @@ pub enum SeedPolicy {
     Seeded { seed: u64 },
 }
 
-/// A CSPRNG for sampling and noise.
+/// A CSPRNG for sampling and noise: [`dpsynth_privacy::SecureRng`] (ChaCha20) created per
+/// (stream, step).
 ///
 /// # Privacy
 /// The DP guarantee of the Gaussian mechanism assumes noise an adversary cannot predict;
-/// [`SeedPolicy::Os`] draws the ChaCha20 key from the OS. A seeded generator makes the noise
-/// reproducible and therefore gives no guarantee against someone who knows the seed.
+/// [`SeedPolicy::Os`] draws the ChaCha20 key from the OS (`SecureRng::from_os`). A seeded generator
+/// (`SecureRng::keyed(seed, stream, step)`) makes the noise reproducible and therefore gives no
+/// guarantee against someone who knows the seed; the ledger records the policy and `train()` warns
+/// once per run. Poisson sampling is `SecureRng::poisson_sample`, whose realised rate is
+/// `⌊q·2⁶⁴⌋/2⁶⁴ ≤ q` (never above the accounted rate).
 pub struct DpRng {
-    rng: ChaCha20Rng,
+    rng: SecureRng,
 }
 
 impl DpRng {
@@ -33,57 +35,35 @@ impl DpRng {
     /// seed, a deterministic function of (seed, stream, step) so that a resumed run draws
     /// the same values; from the OS, fresh entropy every time.
     pub fn new(policy: SeedPolicy, stream: &str, step: u64) -> Self {
-        match policy {
-            SeedPolicy::Os => Self {
-                rng: ChaCha20Rng::from_os_rng(),
-            },
-            SeedPolicy::Seeded { seed } => {
-                let mut key = [0u8; 32];
-                key[..8].copy_from_slice(&seed.to_le_bytes());
-                key[8..16].copy_from_slice(&step.to_le_bytes());
-                let h = fnv1a(stream.as_bytes());
-                key[16..24].copy_from_slice(&h.to_le_bytes());
-                Self {
-                    rng: ChaCha20Rng::from_seed(key),
-                }
-            }
-        }
+        let rng = match policy {
+            SeedPolicy::Os => SecureRng::from_os(),
+            SeedPolicy::Seeded { seed } => SecureRng::keyed(seed, stream, step),
+        };
+        Self { rng }
     }
 
-    /// Poisson sampling: each of `0..n` independently with probability `q`.
+    /// Poisson sampling: each of `0..n` independently with probability `q` (at most q).
     ///
     /// # Privacy
     /// Exactly the sampling the sampled-Gaussian accountant assumes (Mironov et al. 2019,
     /// Def. 3; Zhu & Wang 2019): independent Bernoulli(q) inclusion of every unit, so logical
-    /// batch sizes vary and can be 0.
+    /// batch sizes vary and can be 0. The realised rate is ≤ q (see `SecureRng::poisson_sample`),
+    /// so the accounted ε is never an underestimate.
     pub fn poisson_sample(&mut self, n: usize, q: f64) -> Vec<usize> {
-        (0..n).filter(|_| self.rng.random::<f64>() < q).collect()
+        self.rng.poisson_sample(n, q)
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.rng.random()
+        self.rng.next_u64()
     }
 
     pub fn gaussian(&mut self, std: f64) -> f64 {
-        let z: f64 = StandardNormal.sample(&mut self.rng);
-        z * std
+        self.rng.gaussian(std)
     }
 }
 
 impl NoiseSource for DpRng {
     fn fill_gaussian(&mut self, buf: &mut [f32], std: f64) {
-        for x in buf.iter_mut() {
-            let z: f64 = StandardNormal.sample(&mut self.rng);
-            *x = (z * std) as f32;
-        }
+        self.rng.fill_gaussian(buf, std)
     }
-}
-
-fn fnv1a(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &x in b {
-        h ^= x as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
