@@ -77,7 +77,8 @@ pub struct SynthConfig {
     pub seed: Option<u64>,
     /// Base model (default: the run's).
     pub model: Option<PathBuf>,
-    /// Generator weight format (`q8_0` fast, `f32` exact).
+    /// Generator weight format: `auto` (bf16 where the CPU has AVX-512 BF16, else f32), `bf16`,
+    /// `f32` (exact) or `q8_0`.
     pub weights: String,
     /// Generation rounds to fill per-label quotas after filtering and de-duplication.
     pub max_rounds: usize,
@@ -99,7 +100,7 @@ impl SynthConfig {
             batch_size: 8,
             seed: None,
             model: None,
-            weights: "q8_0".into(),
+            weights: "auto".into(),
             max_rounds: 4,
         }
     }

@@ -55,8 +55,9 @@ pub struct Args {
     /// Base model (default: the one the run was trained on).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Generator weights: q8_0 (fast) or f32 (exact).
-    #[arg(long, default_value = "q8_0")]
+    /// Generator weights: auto (bf16 where the CPU has AVX-512 BF16, else f32), bf16, f32
+    /// (exact) or q8_0.
+    #[arg(long, default_value = "auto")]
     pub weights: String,
 }
 
