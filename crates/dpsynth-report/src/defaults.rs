@@ -31,10 +31,10 @@
 //! for the prompt template (no private data involved). They were not tuned on the private
 //! training data's results. The accuracies they give were measured after they were fixed.
 //!
-//! Time estimate for `quick` on 2 cores: one DP-LoRA step of 32 × ~40 tokens (template +
-//! review) ≈ 8–11 s, so 40 steps ≈ 6–7 min; 300 records × 40 tokens at ~60 tokens/s ≈ 3 min;
-//! MiniLM embeddings of ~5,000 short texts plus the classifiers, the DP-SGD baseline and the
-//! ceiling ≈ 2–3 min; data and model loading < 1 min.
+//! Measured for `quick` (2 shared cores, load ≈ 4): DP-LoRA steps of expected batch 32 at
+//! 7.3 s each (40 steps ≈ 5 min), 300 synthetic reviews in 60 s, evaluation (MiniLM embeddings of
+//! ~4,700 texts, logistic regression and word CNN on synthetic and real data, the DP-SGD baseline,
+//! MAUVE) in 161 s: ≈ 9–10 min on 2 quiet cores, well inside the 15-minute target.
 
 use serde::{Deserialize, Serialize};
 
