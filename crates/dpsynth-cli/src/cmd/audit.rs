@@ -194,32 +194,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .data
                 .clone()
                 .unwrap_or_else(|| dir.join("data").join("train.jsonl"));
-            let mut t = TrainConfig::new(data, rc.model_path(), PathBuf::new());
-            t.method = method(
-                &rc.train.method,
-                rc.train.lora_rank as usize,
-                rc.train.lora_alpha,
-                vec!["q_proj".into(), "v_proj".into()],
-                rc.train.prompt_tokens as usize,
-            )?;
-            let eps = rc.train_epsilon();
-            if eps.is_finite() {
-                t.epsilon = Some(eps);
-            } else {
-                t.no_dp = true;
-                t.epsilon = None;
-                t.clip_norm = f64::INFINITY;
+            // The run's own training configuration (method, label-histogram share, template,
+            // clip norm, steps, ...), so the audit trains exactly what `dpsynth run` trains.
+            let mut t = crate::pipeline::train_config(&rc, &dir, false);
+            t.data = data;
+            t.out = PathBuf::new();
+            if t.no_dp {
+                // The run's exact label counts live in its directory; the audit does not need them.
+                t.label_distribution = dpsynth_train::LabelDistribution::Uniform;
             }
-            t.delta = Some(rc.privacy.delta);
-            if !t.no_dp {
-                t.clip_norm = rc.privacy.max_grad_norm;
-            }
-            t.steps = Some(rc.train.steps);
-            t.epochs = None;
-            t.expected_batch = rc.train.batch_size as usize;
-            t.lr = rc.train.learning_rate;
-            t.max_tokens = rc.train.max_seq_len as usize;
-            t.seed = rc.run.seed;
             (t, Some(dir))
         }
         None => {

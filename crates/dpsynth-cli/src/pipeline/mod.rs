@@ -4,6 +4,7 @@
 
 pub mod flags;
 mod stages;
+pub use stages::train_config;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
