@@ -110,17 +110,6 @@ fn rss_gb(key: &str) -> Option<f64> {
     Some(kb / 1024.0 / 1024.0)
 }
 
-/// User + system CPU seconds of this process (`/proc/self/stat`, clock ticks of 10 ms).
-fn process_cpu_s() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ut: f64 = f.get(11)?.parse().ok()?;
-    let st: f64 = f.get(12)?.parse().ok()?;
-    Some((ut + st) / 100.0)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v[v.len() / 2]
@@ -224,7 +213,7 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
             let mut cpu = Vec::new();
             for s in 0..=opts.steps {
                 let t = Instant::now();
-                let c0 = process_cpu_s();
+                let c0 = dpsynth_lm::bench::process_cpu_seconds();
                 let model = match &packed {
                     Some(p) => TrainModel::with_packed(&w, p),
                     None => TrainModel::new(&w),
@@ -241,7 +230,7 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
                 )?;
                 if s > 0 {
                     times.push(t.elapsed().as_secs_f64());
-                    if let (Some(a), Some(b)) = (c0, process_cpu_s()) {
+                    if let (Some(a), Some(b)) = (c0, dpsynth_lm::bench::process_cpu_seconds()) {
                         cpu.push(b - a);
                     }
                 }
