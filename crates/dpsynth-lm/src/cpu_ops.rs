@@ -29,10 +29,10 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(&data[start..end]))
 }
 
-/// `e^x` for `x <= 0` (see [`crate::generate`]'s sampler, which uses the same routine).
+/// `e^x` for `x <= 0` ([`crate::kernels::fast_exp`], also used by the sampler).
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
-    crate::generate::fast_exp(x)
+    crate::kernels::fast_exp(x)
 }
 
 /// SwiGLU of a fused gate|up projection: `gu: [n, 2 ff]` → `silu(gate) * up`, `[n, ff]`.

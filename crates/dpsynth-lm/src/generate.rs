@@ -22,6 +22,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
+use crate::kernels::fast_exp;
 use crate::kernels::{packed_linear, PackedWeight};
 
 use crate::{Adapter, LlamaConfig, LlamaWeights, LmError, Result};
@@ -454,33 +455,6 @@ fn forward_step(
     };
     let h = candle_nn::ops::rms_norm(&last.contiguous()?, &m.final_norm, eps)?;
     m.lm_head.forward(&h)
-}
-
-/// `e^x` for the sampler, vectorizable: 0 below -87 (and for NaN); elsewhere (x ≤ 0 in use)
-/// relative error below 1e-5 (4e-6 near -87, from rounding `x·log2(e)` to f32: the same order
-/// as the rounding of the f32 logit difference `x` itself). Range reduction `x·log2(e) = n + f`, `|f| ≤ 1/2`, then a
-/// degree-7 Taylor polynomial of `2^f` (truncation error < 2e-8) scaled by `2^n` via the
-/// exponent bits.
-#[inline(always)]
-pub(crate) fn fast_exp(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let t = (x * std::f32::consts::LOG2_E).clamp(-126.0, 126.0);
-    let m = t + MAGIC;
-    let n = m - MAGIC;
-    let f = t - n;
-    let ni = (m.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let p = 1.0
-        + f * (std::f32::consts::LN_2
-            + f * (0.240_226_5
-                + f * (0.055_504_11
-                    + f * (0.009_618_129
-                        + f * (0.001_333_355_8 + f * (0.000_154_035_3 + f * 0.000_015_252_73))))));
-    let scale = f32::from_bits(((ni + 127) as u32) << 23);
-    if x >= -87.0 {
-        p * scale
-    } else {
-        0.0
-    }
 }
 
 /// Index of the entry of `w` (non-negative weights) where the running sum passes `u`.
@@ -1018,6 +992,12 @@ mod tests {
         assert_eq!(fast_exp(-88.0), 0.0);
         assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(fast_exp(f32::NAN), 0.0);
+        // Positive inputs (the training crate's sigmoid uses e^{-x} for negative x).
+        for i in 0..=20_000 {
+            let x = 80.0f32 * i as f32 / 20_000.0;
+            let want = (x as f64).exp();
+            assert!(((fast_exp(x) as f64 - want) / want).abs() < 1e-5, "{x}");
+        }
     }
 
     /// The nucleus by sorting everything (the definition), in f64.

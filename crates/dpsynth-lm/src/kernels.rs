@@ -735,6 +735,33 @@ pub fn packed_linear(x: &Tensor, w: &Arc<PackedWeight>) -> candle_core::Result<T
     }
 }
 
+/// `e^x`, vectorizable (libm's `expf` is not inlined), shared by the sampler, the fused SwiGLU and
+/// the training crate's fused ops: 0 below -87 (and for NaN and -∞); up to x ≈ 87 relative error below 1e-5 (4e-6 near -87, from rounding `x·log2(e)` to f32: the same order
+/// as the rounding of the f32 logit difference `x` itself). Range reduction `x·log2(e) = n + f`, `|f| ≤ 1/2`, then a
+/// degree-7 Taylor polynomial of `2^f` (truncation error < 2e-8) scaled by `2^n` via the
+/// exponent bits.
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let t = (x * std::f32::consts::LOG2_E).clamp(-126.0, 126.0);
+    let m = t + MAGIC;
+    let n = m - MAGIC;
+    let f = t - n;
+    let ni = (m.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let p = 1.0
+        + f * (std::f32::consts::LN_2
+            + f * (0.240_226_5
+                + f * (0.055_504_11
+                    + f * (0.009_618_129
+                        + f * (0.001_333_355_8 + f * (0.000_154_035_3 + f * 0.000_015_252_73))))));
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
+    if x >= -87.0 {
+        p * scale
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Shape, Storage, Tensor};
+use dpsynth_lm::kernels::fast_exp;
 
 fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
@@ -34,24 +35,6 @@ fn with_data<R>(
         Storage::Cpu(c) => f(cpu_slice(c, l, "fused op")?),
         _ => candle_core::bail!("fused op: expected a cpu tensor"),
     }
-}
-
-/// `exp(x)` (inputs clamped to [-87, 88]); relative error < 1e-8 plus f32 rounding,
-/// written so that the compiler vectorizes loops over it (libm's `expf` is not inlined).
-#[inline(always)]
-pub(crate) fn fast_exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E;
-    let n = (t + 0.5).floor();
-    // e^(f ln 2) for f = t - n in [-0.5, 0.5): degree-7 Taylor, truncation < 0.35^8/8! ≈ 5e-9.
-    let l = (t - n) * std::f32::consts::LN_2;
-    let p = 1.0
-        + l * (1.0
-            + l * (0.5
-                + l * (1.0 / 6.0
-                    + l * (1.0 / 24.0 + l * (1.0 / 120.0 + l * (1.0 / 720.0 + l / 5040.0))))));
-    let bits = ((n as i32 + 127) as u32) << 23;
-    p * f32::from_bits(bits)
 }
 
 // Reductions with 16 independent partial sums: a plain `.sum()` over f32 is a serial
