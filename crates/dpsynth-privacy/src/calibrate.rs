@@ -22,14 +22,18 @@ fn check_target(target_epsilon: f64) -> Result<(), PrivacyError> {
     Ok(())
 }
 
-fn eps_dp_sgd(
-    q: f64,
-    sigma: f64,
-    steps: u64,
-    delta: f64,
-    opts: &PldOptions,
-) -> Result<f64, PrivacyError> {
-    PrivacyLossDistribution::from_event(&DpEvent::dp_sgd(q, sigma, steps), opts)?.epsilon(delta)
+fn eps_event(event: &DpEvent, delta: f64, opts: &PldOptions) -> Result<f64, PrivacyError> {
+    PrivacyLossDistribution::from_event(event, opts)?.epsilon(delta)
+}
+
+/// The default (fine) PLD options and a 10× coarser pessimistic grid for cheap searches.
+fn fine_and_coarse() -> (PldOptions, PldOptions) {
+    let fine = PldOptions::default();
+    let coarse = PldOptions {
+        value_discretization_interval: fine.value_discretization_interval * 10.0,
+        ..fine
+    };
+    (fine, coarse)
 }
 
 /// Smallest noise multiplier σ (to relative precision 2e-4, rounded up) such that DP-SGD with
@@ -38,27 +42,43 @@ fn eps_dp_sgd(
 ///
 /// # Privacy
 /// The returned σ always satisfies `epsilon_pld(dp_sgd(q, σ, steps), δ) ≤ target_epsilon` — this
-/// is checked with the default (fine) PLD before returning. The search runs on a 10× coarser
-/// pessimistic grid (Δ = 1e-3, ε within ~0.05 % of the fine grid and above it), starting from the
-/// RDP-calibrated σ; bracketing + Illinois (regula falsi) always keeps the upper end of the bracket
-/// on the conservative side and returns it.
+/// is checked with the default (fine) PLD before returning. See
+/// [`calibrate_noise_multiplier_for`], which this calls with [`DpEvent::dp_sgd`].
 pub fn calibrate_noise_multiplier(
     target_epsilon: f64,
     delta: f64,
     sampling_probability: f64,
     steps: u64,
 ) -> Result<f64, PrivacyError> {
-    check_target(target_epsilon)?;
-    check_delta(delta)?;
     check_q(sampling_probability)?;
     check_steps(steps)?;
-    let fine = PldOptions::default();
-    let coarse = PldOptions {
-        value_discretization_interval: fine.value_discretization_interval * 10.0,
-        ..fine
-    };
+    calibrate_noise_multiplier_for(target_epsilon, delta, |s| {
+        DpEvent::dp_sgd(sampling_probability, s, steps)
+    })
+}
+
+/// Smallest σ (to relative precision 2e-4, rounded up) such that the event `event_of(σ)` is
+/// (target_epsilon, delta)-DP by the PLD accountant with default options. `event_of` must be
+/// monotone: more noise never gives a larger ε (true of every event built from Gaussian
+/// mechanisms whose noise multipliers grow with σ, e.g. [`DpEvent::dpsynth_run`]).
+///
+/// # Privacy
+/// The returned σ always satisfies `epsilon_pld(event_of(σ), δ) ≤ target_epsilon` — checked with
+/// the default (fine) PLD before returning. The search runs on a 10× coarser pessimistic grid
+/// (Δ = 1e-3, ε within ~0.05 % of the fine grid and above it), starting from the RDP-calibrated σ
+/// (RDP is looser than PLD, Mironov 2017 Prop. 3 vs. Koskela et al. 2020); bracketing + Illinois
+/// (regula falsi) always keeps the upper, conservative end of the bracket and returns it.
+pub fn calibrate_noise_multiplier_for(
+    target_epsilon: f64,
+    delta: f64,
+    event_of: impl Fn(f64) -> DpEvent,
+) -> Result<f64, PrivacyError> {
+    check_target(target_epsilon)?;
+    check_delta(delta)?;
+    event_of(1.0).validate()?;
+    let (fine, coarse) = fine_and_coarse();
     let f = |s: f64, o: &PldOptions| -> Result<f64, PrivacyError> {
-        match eps_dp_sgd(sampling_probability, s, steps, delta, o) {
+        match eps_event(&event_of(s), delta, o) {
             Ok(e) => Ok(e),
             // δ below the mass at infinity means ε = ∞ at this σ: treat as "too little noise".
             Err(PrivacyError::Unbounded(_)) => Ok(f64::INFINITY),
@@ -66,7 +86,7 @@ pub fn calibrate_noise_multiplier(
         }
     };
     // Starting point: the RDP-calibrated σ (cheap), which is ≥ the PLD one because RDP is looser.
-    let start = rdp_sigma(target_epsilon, delta, sampling_probability, steps)
+    let start = rdp_sigma(target_epsilon, delta, &event_of)
         .unwrap_or(1.0)
         .clamp(MIN_NOISE_MULTIPLIER, MAX_NOISE_MULTIPLIER);
     // Bracket on the coarse grid: ε(lo) > target ≥ ε(hi).
@@ -108,11 +128,75 @@ pub fn calibrate_noise_multiplier(
     calibrate_fine_from(hi, target_epsilon, &fine, &f)
 }
 
+/// The noise multipliers of a dpsynth training run: the DP label histogram's (if released) and
+/// DP-SGD's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunNoise {
+    /// σ of the Gaussian label histogram (`None`: no histogram released).
+    pub label_sigma: Option<f64>,
+    /// σ of DP-SGD.
+    pub sigma: f64,
+    /// PLD ε of the composed run at the calibration's δ.
+    pub epsilon: f64,
+}
+
+/// Calibrate a whole dpsynth training run ([`DpEvent::dpsynth_run`]) to `target_epsilon`: the
+/// label histogram (when `label_share` is `Some(s)`) gets the smallest σ whose ε on its own is
+/// ≤ `s × target_epsilon`, then DP-SGD gets the smallest σ for which the *composed* run (histogram
+/// + `steps` Poisson-subsampled Gaussian steps) meets `target_epsilon`. One function serves
+/// `dpsynth account` and `dpsynth train`, so both print the same σ for the same plan.
+///
+/// # Privacy
+/// Both σ come from [`calibrate_noise_multiplier_for`], whose result is checked against the
+/// default PLD accountant; the composition is accounted by PLD (adaptive composition, Koskela et
+/// al. 2020; the histogram is a sensitivity-1 Gaussian mechanism, Balle & Wang 2018), so the
+/// returned plan is (target_epsilon, δ)-DP.
+pub fn calibrate_run(
+    target_epsilon: f64,
+    delta: f64,
+    sampling_probability: f64,
+    steps: u64,
+    label_share: Option<f64>,
+) -> Result<RunNoise, PrivacyError> {
+    check_target(target_epsilon)?;
+    check_q(sampling_probability)?;
+    check_steps(steps)?;
+    let label_sigma = match label_share {
+        None => None,
+        Some(share) => {
+            if !(share > 0.0 && share < 1.0) {
+                return Err(PrivacyError::invalid(
+                    "label_share",
+                    share,
+                    "must be in (0, 1): the label histogram's share of ε",
+                ));
+            }
+            Some(calibrate_noise_multiplier_for(
+                target_epsilon * share,
+                delta,
+                DpEvent::gaussian,
+            )?)
+        }
+    };
+    let sigma = calibrate_noise_multiplier_for(target_epsilon, delta, |s| {
+        DpEvent::dpsynth_run(label_sigma, sampling_probability, s, steps)
+    })?;
+    let epsilon = crate::pld::epsilon_pld(
+        &DpEvent::dpsynth_run(label_sigma, sampling_probability, sigma, steps),
+        delta,
+    )?;
+    Ok(RunNoise {
+        label_sigma,
+        sigma,
+        epsilon,
+    })
+}
+
 /// Smallest σ on a geometric bisection with RDP ε ≤ target (used only as a starting point).
-fn rdp_sigma(target: f64, delta: f64, q: f64, steps: u64) -> Option<f64> {
+fn rdp_sigma(target: f64, delta: f64, event_of: &impl Fn(f64) -> DpEvent) -> Option<f64> {
     use crate::rdp::{epsilon_from_rdp, rdp_curve, DEFAULT_RDP_ORDERS};
     let eps = |s: f64| -> f64 {
-        rdp_curve(&DpEvent::dp_sgd(q, s, steps), &DEFAULT_RDP_ORDERS)
+        rdp_curve(&event_of(s), &DEFAULT_RDP_ORDERS)
             .and_then(|r| epsilon_from_rdp(&DEFAULT_RDP_ORDERS, &r, delta))
             .map(|r| r.epsilon)
             .unwrap_or(f64::INFINITY)
@@ -246,13 +330,10 @@ pub fn max_steps(
     check_q(sampling_probability)?;
     check_delta(delta)?;
     check_target(target_epsilon)?;
-    let fine = PldOptions::default();
-    let coarse = PldOptions {
-        value_discretization_interval: fine.value_discretization_interval * 10.0,
-        ..fine
-    };
+    let (fine, coarse) = fine_and_coarse();
     let ok = |t: u64, o: &PldOptions| -> Result<bool, PrivacyError> {
-        match eps_dp_sgd(sampling_probability, noise_multiplier, t, delta, o) {
+        let ev = DpEvent::dp_sgd(sampling_probability, noise_multiplier, t);
+        match eps_event(&ev, delta, o) {
             Ok(e) => Ok(e <= target_epsilon),
             Err(PrivacyError::Unbounded(_)) => Ok(false),
             Err(e) => Err(e),
@@ -339,6 +420,47 @@ mod tests {
             calibrate_noise_multiplier(1e-9, 1e-5, 1.0, 1_000_000),
             Err(PrivacyError::Unreachable(_))
         ));
+    }
+
+    #[test]
+    fn generic_calibration_equals_dp_sgd_calibration() {
+        let (q, steps, delta, target) = (0.02, 300, 1e-5, 2.0);
+        let a = calibrate_noise_multiplier(target, delta, q, steps).unwrap();
+        let b = calibrate_noise_multiplier_for(target, delta, |s| DpEvent::dp_sgd(q, s, steps))
+            .unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn run_calibration_composes_the_label_histogram() {
+        let (q, steps, delta, target) = (0.01, 500, 1e-5, 3.0);
+        let run = calibrate_run(target, delta, q, steps, Some(1.0 / 30.0)).unwrap();
+        let ls = run.label_sigma.unwrap();
+        // The histogram alone spends at most its share, and tightly.
+        let e_label = epsilon_pld(&DpEvent::gaussian(ls), delta).unwrap();
+        assert!(e_label <= 0.1 + 1e-12, "{e_label}");
+        assert!(epsilon_pld(&DpEvent::gaussian(ls * 0.999), delta).unwrap() > 0.1);
+        // The composed run meets the target, tightly, and needs more noise than DP-SGD alone.
+        let e = epsilon_pld(&DpEvent::dpsynth_run(Some(ls), q, run.sigma, steps), delta).unwrap();
+        assert!(e <= target && (e - run.epsilon).abs() < 1e-12, "{e}");
+        let e2 = epsilon_pld(
+            &DpEvent::dpsynth_run(Some(ls), q, run.sigma * 0.999, steps),
+            delta,
+        )
+        .unwrap();
+        assert!(e2 > target, "{e2}");
+        let alone = calibrate_noise_multiplier(target, delta, q, steps).unwrap();
+        assert!(run.sigma > alone, "{} vs {alone}", run.sigma);
+        // Without a histogram it is plain DP-SGD calibration.
+        let none = calibrate_run(target, delta, q, steps, None).unwrap();
+        assert_eq!(none.label_sigma, None);
+        assert!(
+            (none.sigma / alone - 1.0).abs() < 1e-6,
+            "{} vs {alone}",
+            none.sigma
+        );
+        assert!(calibrate_run(target, delta, q, steps, Some(0.0)).is_err());
+        assert!(calibrate_run(target, delta, q, steps, Some(1.0)).is_err());
     }
 
     #[test]

@@ -87,6 +87,33 @@ impl DpEvent {
         }
     }
 
+    /// A dpsynth training run: the label histogram released once with Gaussian noise
+    /// `label_sigma` (when `Some`), composed with `steps` DP-SGD steps ([`DpEvent::dp_sgd`]).
+    ///
+    /// # Privacy
+    /// The histogram counts each unit in exactly one bin, so adding or removing a unit changes it
+    /// by 1 in L2 (sensitivity 1); the two mechanisms run on the same data and compose adaptively
+    /// (the PLD accountant composes them exactly up to its pessimistic discretization).
+    pub fn dpsynth_run(
+        label_sigma: Option<f64>,
+        sampling_probability: f64,
+        noise_multiplier: f64,
+        steps: u64,
+    ) -> DpEvent {
+        let mut ev = Vec::new();
+        if let Some(s) = label_sigma {
+            ev.push(DpEvent::gaussian(s));
+        }
+        if steps > 0 {
+            ev.push(DpEvent::dp_sgd(
+                sampling_probability,
+                noise_multiplier,
+                steps,
+            ));
+        }
+        DpEvent::Composed(ev)
+    }
+
     /// Histogram (or any sensitivity-1 vector query) released once with Gaussian noise σ.
     pub fn gaussian(noise_multiplier: f64) -> DpEvent {
         DpEvent::Gaussian { noise_multiplier }

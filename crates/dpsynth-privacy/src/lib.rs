@@ -24,7 +24,9 @@ pub mod rdp;
 pub mod rng;
 mod special;
 
-pub use calibrate::{calibrate_noise_multiplier, max_steps};
+pub use calibrate::{
+    calibrate_noise_multiplier, calibrate_noise_multiplier_for, calibrate_run, max_steps, RunNoise,
+};
 pub use error::PrivacyError;
 pub use event::{DpEvent, Neighboring};
 pub use pld::{delta_pld, epsilon_pld, PldOptions, PrivacyLossDistribution};
