@@ -83,7 +83,7 @@ pub const KEYS: &[KeySpec] = &[
     key!("train.steps", "steps", Int, "DP-SGD steps"),
     key!("train.batch_size", "batch-size", Int, "Expected batch size (Poisson sampling rate q = batch_size / n)"),
     key!("train.learning_rate", "learning-rate", Float, "Learning rate"),
-    key!("train.max_seq_len", "max-seq-len", Int, "Tokens per training example (prompt + text), longer ones are truncated"),
+    key!("train.max_seq_len", "max-seq-len", Int, "Text tokens kept per training example (the label prompt and EOS come on top, uncounted); longer texts are truncated"),
     key!("train.lora_rank", "lora-rank", Int, "LoRA rank r"),
     key!("train.lora_alpha", "lora-alpha", Float, "LoRA alpha"),
     key!("train.prompt_tokens", "prompt-tokens", Int, "Soft-prompt length for prompt tuning"),

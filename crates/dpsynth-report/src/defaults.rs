@@ -11,7 +11,7 @@
 //! | `data.max_test`                  | 400    | 0 (all)| held-out real records for evaluation |
 //! | `train.steps`                    | 160    | 1000   | DP-SGD steps |
 //! | `train.batch_size` (expected)    | 32     | 64     | q = batch / n; noise on the mean gradient ∝ σ / batch |
-//! | `train.max_seq_len` (tokens)     | 48     | 128    | review tokens per example (most reviews are shorter) |
+//! | `train.max_seq_len` (tokens)     | 48     | 128    | text tokens kept per example, prompt and EOS not counted (most reviews are shorter) |
 //! | `train.learning_rate`            | 3e-3   | 1e-3   | LoRA (Adam); prompt tuning defaults to 1e-2 |
 //! | `synth.count` (synthetic records)| 1000   | 5000   | records sampled from the DP model |
 //! | `synth.max_new_tokens`           | 40     | 96     | tokens generated per record |

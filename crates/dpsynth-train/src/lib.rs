@@ -19,6 +19,7 @@ pub mod format;
 pub mod frozen;
 pub mod labels;
 pub mod ledger;
+mod method;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context};
 use dpsynth_privacy::{
-    calibrate_noise_multiplier, epsilon_pld, epsilon_rdp, max_steps, DpEvent, Neighboring,
+    calibrate_noise_multiplier_for, calibrate_run, epsilon_pld, epsilon_rdp, max_steps, DpEvent,
+    Neighboring,
 };
 
 const HELP: &str = "\
@@ -13,6 +14,11 @@ and adds Gaussian noise with standard deviation σ·C (σ = noise multiplier). G
 steps × q) and δ, plus --noise-multiplier (prints ε) or --epsilon (prints the smallest σ that
 meets it). With both, it also prints how many steps σ affords within --epsilon.
 
+A dpsynth run also releases a DP label histogram (Gaussian noise calibrated to its own ε,
+`privacy.label_histogram_epsilon`, 0.1 by default) and composes it with DP-SGD under PLD. Give
+--label-histogram-epsilon to account for that whole release: `dpsynth account` then prints the
+same σ that `dpsynth train`/`run` use for the same plan (one calibration serves all three).
+
 ε is reported by two accountants: the privacy-loss-distribution (PLD) accountant is tight and
 is the number to quote; the Rényi-DP (RDP) accountant is a looser cross-check (its optimal order
 α is shown).
@@ -20,7 +26,8 @@ is the number to quote; the Rényi-DP (RDP) accountant is a looser cross-check (
 Examples:
   dpsynth account --batch-size 256 --dataset-size 25000 -s 1.0 --epochs 3 --delta 1e-5
   dpsynth account --sampling-rate 0.01 --epsilon 3 --steps 1000 --json
-  dpsynth account -q 0.01 -s 1.0 --epsilon 3 --steps 1000   # ε, and steps affordable at ε=3";
+  dpsynth account -q 0.01 -s 1.0 --epsilon 3 --steps 1000   # ε, and steps affordable at ε=3
+  dpsynth account --batch-size 32 --dataset-size 8192 --steps 160 -e 3 --label-histogram-epsilon 0.1";
 
 /// Compute the (ε, δ) guarantee of a DP-SGD run, or the noise it needs for a target ε.
 #[derive(clap::Args, Debug)]
@@ -51,6 +58,11 @@ pub struct Args {
     /// δ: the probability mass the guarantee may fail on; choose well below 1 / dataset size.
     #[arg(long, short = 'd', default_value_t = 1e-5)]
     pub delta: f64,
+    /// ε of a DP label histogram released with the run (as `dpsynth run`'s
+    /// `privacy.label_histogram_epsilon`): its Gaussian noise is calibrated to this ε alone and
+    /// composed with DP-SGD under PLD. Default: no histogram (DP-SGD only).
+    #[arg(long)]
+    pub label_histogram_epsilon: Option<f64>,
     /// Protect users rather than records (sample users; q = users per step / number of users).
     #[arg(long)]
     pub user_level: bool,
@@ -71,6 +83,8 @@ struct Report {
     epsilon_rdp: f64,
     rdp_order: f64,
     rdp_order_on_grid_edge: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label_histogram_noise_multiplier: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     target_epsilon: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,20 +126,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Neighboring::AddRemoveRecord
     };
+    let label_sigma = match args.label_histogram_epsilon {
+        None => None,
+        Some(el) => {
+            if !(el > 0.0 && el.is_finite()) {
+                bail!("--label-histogram-epsilon must be > 0, got {el}");
+            }
+            if let Some(e) = args.epsilon {
+                if el >= e {
+                    bail!("--label-histogram-epsilon ({el}) must be smaller than --epsilon ({e})");
+                }
+            }
+            Some(
+                calibrate_noise_multiplier_for(el, args.delta, DpEvent::gaussian)
+                    .with_context(|| format!("calibrating the label histogram's σ for ε = {el}"))?,
+            )
+        }
+    };
     let (sigma, calibrated) = match (args.noise_multiplier, args.epsilon) {
         (Some(s), _) => (s, false),
-        (None, Some(e)) => (
-            calibrate_noise_multiplier(e, args.delta, q, steps)
-                .with_context(|| format!("calibrating σ for ε = {e}"))?,
-            true,
-        ),
+        (None, Some(e)) => {
+            let share = args.label_histogram_epsilon.map(|el| el / e);
+            let run = calibrate_run(e, args.delta, q, steps, share)
+                .with_context(|| format!("calibrating σ for ε = {e}"))?;
+            (run.sigma, true)
+        }
         (None, None) => bail!("give --noise-multiplier σ (to get ε) or --epsilon ε (to get σ)"),
     };
-    let event = DpEvent::dp_sgd(q, sigma, steps);
+    let event = DpEvent::dpsynth_run(label_sigma, q, sigma, steps);
     let eps_pld = epsilon_pld(&event, args.delta).context("PLD accountant")?;
     let rdp = epsilon_rdp(&event, args.delta).context("RDP accountant")?;
     let max_steps_within_target = match (args.noise_multiplier, args.epsilon) {
-        (Some(s), Some(e)) => Some(
+        (Some(s), Some(e)) if label_sigma.is_none() => Some(
             max_steps(s, q, args.delta, e)
                 .with_context(|| format!("steps affordable within ε = {e}"))?,
         ),
@@ -138,6 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         delta: args.delta,
         noise_multiplier: sigma,
         noise_multiplier_calibrated: calibrated,
+        label_histogram_noise_multiplier: label_sigma,
         epsilon_pld: eps_pld,
         epsilon_rdp: rdp.epsilon,
         rdp_order: rdp.order,
@@ -166,6 +199,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     } else {
         println!("  noise multiplier σ {sigma}");
+    }
+    if let (Some(ls), Some(el)) = (label_sigma, args.label_histogram_epsilon) {
+        println!(
+            "  label histogram σ  {ls:.4}  (Gaussian, ε = {el} on its own; composed with DP-SGD)"
+        );
     }
     println!("ε (PLD, tight)       {eps_pld:.4}");
     println!(

@@ -162,18 +162,15 @@ fn method(
     targets: Vec<String>,
     prompt: usize,
 ) -> anyhow::Result<Method> {
-    Ok(match name {
-        "lora" => Method::Lora(dpsynth_lm::LoraConfig {
+    Ok(Method::from_name(
+        name,
+        dpsynth_lm::LoraConfig {
             rank,
             alpha,
             targets,
-        }),
-        "prompt" => Method::Prompt {
-            virtual_tokens: prompt,
         },
-        "full" => Method::Full,
-        m => anyhow::bail!("unknown --method `{m}`: use lora, prompt or full"),
-    })
+        prompt,
+    )?)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -196,7 +193,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| dir.join("data").join("train.jsonl"));
             // The run's own training configuration (method, label-histogram share, template,
             // clip norm, steps, ...), so the audit trains exactly what `dpsynth run` trains.
-            let mut t = crate::pipeline::train_config(&rc, &dir, false);
+            let mut t = crate::pipeline::train_config(&rc, &dir, false)?;
             t.data = data;
             t.out = PathBuf::new();
             if t.no_dp {

@@ -123,17 +123,15 @@ pub struct Args {
 
 impl Args {
     pub fn to_config(&self) -> anyhow::Result<TrainConfig> {
-        let method = match self.method.as_str() {
-            "lora" => Method::Lora(LoraConfig {
+        let method = Method::from_name(
+            &self.method,
+            LoraConfig {
                 rank: self.rank,
                 alpha: self.alpha,
                 targets: self.targets.clone(),
-            }),
-            "prompt" => Method::Prompt {
-                virtual_tokens: self.virtual_tokens,
             },
-            _ => Method::Full,
-        };
+            self.virtual_tokens,
+        )?;
         let label_distribution: LabelDistribution = self
             .label_distribution
             .parse()

@@ -274,15 +274,37 @@ mod tests {
         cfg.train.prompt_template = Some("Topic {label}:\\n".into());
         assert_eq!(stages::prompt_template(&cfg), "Topic {label}:\n");
         // Training and synthesis get it (the training crate stores it for synthesis).
-        let tc = stages::train_config(&cfg, Path::new("/tmp/x"), false);
+        let tc = stages::train_config(&cfg, Path::new("/tmp/x"), false).unwrap();
         assert_eq!(tc.template, "Topic {label}:\n");
         assert_eq!(tc.label_distribution, dpsynth_train::LabelDistribution::Dp);
         assert!((tc.label_budget_share - 0.1 / 3.0).abs() < 1e-12);
         cfg.privacy.label_histogram_epsilon = 0.0;
-        let tc = stages::train_config(&cfg, Path::new("/tmp/x"), false);
+        let tc = stages::train_config(&cfg, Path::new("/tmp/x"), false).unwrap();
         assert_eq!(
             tc.label_distribution,
             dpsynth_train::LabelDistribution::Uniform
+        );
+    }
+
+    #[test]
+    fn max_seq_len_counts_text_tokens_and_methods_parse_once() {
+        let mut cfg = dpsynth_report::config::preset_config(dpsynth_report::Preset::Quick);
+        cfg.train.max_seq_len = 7;
+        let tc = stages::train_config(&cfg, Path::new("/tmp/x"), false).unwrap();
+        // `train.max_seq_len` is the training crate's `max_tokens`: text tokens only (the
+        // prompt prefix and EOS are added on top by `format::make_example`).
+        assert_eq!(tc.max_tokens, 7);
+        for (name, want) in [("lora", "lora"), ("prompt", "prompt"), ("full", "full")] {
+            cfg.train.method = name.into();
+            let tc = stages::train_config(&cfg, Path::new("/tmp/x"), false).unwrap();
+            assert_eq!(tc.method.name(), want);
+        }
+        // An unknown name is an error, never a silent LoRA (or full) run.
+        cfg.train.method = "lroa".into();
+        let e = stages::train_config(&cfg, Path::new("/tmp/x"), false).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown fine-tuning method `lroa`"),
+            "{e}"
         );
     }
 

@@ -259,24 +259,28 @@ impl dpsynth_train::Progress for TrainBar {
 }
 
 /// The training crate's config for this run.
-pub fn train_config(cfg: &RunConfig, dir: &Path, resume: bool) -> dpsynth_train::TrainConfig {
+pub fn train_config(
+    cfg: &RunConfig,
+    dir: &Path,
+    resume: bool,
+) -> anyhow::Result<dpsynth_train::TrainConfig> {
     use dpsynth_train::{LabelDistribution, Method, TrainConfig};
     let mut t = TrainConfig::new(
         dir.join(files::DATA_DIR).join("train.jsonl"),
         cfg.model_path(),
         dir.join(files::TRAIN_DIR),
     );
-    t.method = match cfg.train.method.as_str() {
-        "prompt" => Method::Prompt {
-            virtual_tokens: cfg.train.prompt_tokens as usize,
-        },
-        "full" => Method::Full,
-        _ => Method::Lora(dpsynth_lm::LoraConfig {
+    // run.toml's method is validated when the config is loaded; parse through the one parser
+    // anyway so that an unknown name can never turn into another method.
+    t.method = Method::from_name(
+        &cfg.train.method,
+        dpsynth_lm::LoraConfig {
             rank: cfg.train.lora_rank as usize,
             alpha: cfg.train.lora_alpha,
             targets: vec!["q_proj".into(), "v_proj".into()],
-        }),
-    };
+        },
+        cfg.train.prompt_tokens as usize,
+    )?;
     t.max_tokens = cfg.train.max_seq_len as usize;
     let eps = cfg.train_epsilon();
     t.no_dp = eps.is_infinite();
@@ -302,7 +306,7 @@ pub fn train_config(cfg: &RunConfig, dir: &Path, resume: bool) -> dpsynth_train:
     }
     t.checkpoint_every = (cfg.train.steps / 10).clamp(1, 50);
     t.resume = resume;
-    t
+    Ok(t)
 }
 
 /// Exact label counts of a non-private run (`privacy.epsilon = inf`), handed to training and
@@ -351,7 +355,7 @@ fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow
     if cfg.is_non_private() {
         write_exact_label_counts(dir)?;
     }
-    let tc = train_config(cfg, dir, resume);
+    let tc = train_config(cfg, dir, resume)?;
     let mut bar = TrainBar { bar: None };
     let s = dpsynth_train::train(&tc, &mut bar).context("DP fine-tuning")?;
     dpsynth_train::Progress::finish(&mut bar);
