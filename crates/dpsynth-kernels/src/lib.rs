@@ -310,7 +310,12 @@ impl KernelPath {
 
     /// Parses a [`KernelPath::name`] (case-insensitive; `avx512-bf16`/`avx512_bf16` accepted).
     pub fn parse(s: &str) -> Option<KernelPath> {
-        match s.trim().to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "")
+            .as_str()
+        {
             "amx" | "amxbf16" => Some(KernelPath::Amx),
             "avx512bf16" => Some(KernelPath::Avx512Bf16),
             "avx512fma" | "avx512f" => Some(KernelPath::Avx512Fma),
@@ -422,8 +427,12 @@ fn small_rows_path() -> KernelPath {
             1 => cands[0],
             _ => {
                 let (rows, k, n) = (64, 512, 512);
-                let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
-                let x: Vec<f32> = (0..rows * k).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.01).collect();
+                let w: Vec<f32> = (0..n * k)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+                    .collect();
+                let x: Vec<f32> = (0..rows * k)
+                    .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.01)
+                    .collect();
                 let pw = PackedWeight::from_host(n, k, &w, false);
                 let mut y = vec![0f32; rows * n];
                 let time = |p: KernelPath, y: &mut [f32]| {
@@ -1039,11 +1048,29 @@ mod amx {
     use std::arch::asm;
 
     /// k-tiles (of [`KT`] k-pairs) per cache block: a block of one B panel is
-    /// `KC_TILES * 16 * 128` bytes = 16 KiB and a 32-row block of A as much, both in L1.
-    const KC_TILES: usize = 8;
+    /// `KC_TILES * 16 * 128` bytes = 48 KiB and a 32-row block of A as much (L2). Measured on
+    /// the Intel Xeon (1 thread, 2048×384×1536 and 2048×1536×384, a loaded machine, ±20%):
+    /// 8 → 270-345 GFLOP/s, 16 → 300-360, 24 → 290-405, 48 (no k blocking) → 260-385.
+    const KC_TILES: usize = 24;
     /// Row blocks per chunk of A kept in L2 (`8 * 32` rows × `KC_TILES * 16` k-pairs × 4 bytes
     /// = 128 KiB) while the panels pass over it.
     const MC_BLOCKS: usize = 8;
+
+    /// [`KC_TILES`] and [`MC_BLOCKS`], overridable for tuning experiments with `kernel_bench`
+    /// (`DPSYNTH_AMX_BLOCKING=KC,MC`).
+    fn tuning() -> (usize, usize) {
+        static T: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+        *T.get_or_init(|| {
+            std::env::var("DPSYNTH_AMX_BLOCKING")
+                .ok()
+                .and_then(|v| {
+                    let (a, b) = v.split_once(',')?;
+                    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+                })
+                .filter(|&(a, b): &(usize, usize)| a > 0 && b > 0)
+                .unwrap_or((KC_TILES, MC_BLOCKS))
+        })
+    }
 
     /// Tile palette 1; tiles 0-7 all 16 rows × 64 bytes: tmm0-3 the C blocks (rows 0-15 /
     /// 16-31 × columns 0-15 / 16-31), tmm4-5 the A tiles, tmm6-7 the B tiles.
@@ -1095,7 +1122,9 @@ mod amx {
         }
         let (lo, _hi): (u32, u32);
         // SAFETY: XGETBV is available when CPUID reports OSXSAVE.
-        unsafe { asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi, options(nomem, nostack)) };
+        unsafe {
+            asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi, options(nomem, nostack))
+        };
         // XCR0 bits 17 (XTILECFG) and 18 (XTILEDATA).
         if lo & (3 << 17) != (3 << 17) {
             return false;
@@ -1114,7 +1143,12 @@ mod amx {
         const XFEATURE_XTILEDATA: libc::c_long = 18;
         // SAFETY: plain syscalls; the GET variant writes one u64 into `perm`.
         unsafe {
-            if libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0 {
+            if libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) != 0
+            {
                 return false;
             }
             let mut perm: u64 = 0;
@@ -1200,7 +1234,11 @@ mod amx {
         } else {
             if load_c {
                 for r in 0..m {
-                    std::ptr::copy_nonoverlapping(c.add(r * ldc), buf.0.as_mut_ptr().add(r * NR), ncols);
+                    std::ptr::copy_nonoverlapping(
+                        c.add(r * ldc),
+                        buf.0.as_mut_ptr().add(r * NR),
+                        ncols,
+                    );
                 }
             }
             (buf.0.as_mut_ptr(), NR * 4)
@@ -1221,7 +1259,13 @@ mod amx {
                 );
             }
         } else {
-            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
         }
         let a_lo = a as *const u8;
         if two {
@@ -1292,17 +1336,25 @@ mod amx {
     /// # Safety
     /// [`init`] returned true. Lengths: `x` = `rows * b.k`, `c` = `rows * b.n`; `rows`, `b.n`,
     /// `b.k` > 0 (checked by the caller).
-    pub(super) unsafe fn matmul(b: &Panels, x: &[f32], rows: usize, c: &mut [f32], a: &mut Vec<u32>) {
+    pub(super) unsafe fn matmul(
+        b: &Panels,
+        x: &[f32],
+        rows: usize,
+        c: &mut [f32],
+        a: &mut Vec<u32>,
+    ) {
         let (k, n, kps) = (b.k, b.n, b.kps);
         let two = rows > 16;
         let mb = if two { 32 } else { 16 };
         let rows_pad = rows.div_ceil(mb) * mb;
-        a.clear();
+        // No full clear: the conversion writes every k-pair (zeros past `k`) of the first `rows`
+        // rows; only the padding rows are zeroed.
         a.resize(rows_pad * kps, 0);
-        // Rows past `rows` stay zero; so do k-pairs past `k`.
+        a[rows * kps..rows_pad * kps].fill(0);
         super::avx512::convert_rows(x, rows, k, kps, &mut a[..rows * kps]);
         let ktiles = kps / KT;
-        let n_kc = ktiles.div_ceil(KC_TILES);
+        let (kc_max, mc_blocks) = tuning();
+        let n_kc = ktiles.div_ceil(kc_max);
         let kc_tiles = ktiles.div_ceil(n_kc);
         let n_panels = b.n_panels();
         let row_blocks = rows_pad / mb;
@@ -1320,7 +1372,7 @@ mod amx {
                     let ktl = kc_tiles.min(ktiles - kt0);
                     let mut mc0 = rb0;
                     while mc0 < rb1 {
-                        let mc1 = (mc0 + MC_BLOCKS).min(rb1);
+                        let mc1 = (mc0 + mc_blocks).min(rb1);
                         for p in p0..p1 {
                             let ncols = NR.min(n - p * NR);
                             let panel = b.data.as_ptr().add(p * plen + kt0 * KT * NR * 2);
@@ -1634,7 +1686,10 @@ mod tests {
             let mut y = vec![f32::NAN; rows * n];
             pw.forward_with(path, &x, rows, &mut y);
             for (a, b) in y.iter().zip(&base) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{path}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{path}: {a} vs {b}"
+                );
             }
         }
         // The chosen path is available, named in the description, and bf16_kernel_available
@@ -1646,7 +1701,10 @@ mod tests {
         for q in KernelPath::ALL {
             assert_eq!(KernelPath::parse(q.name()), Some(q));
         }
-        assert_eq!(KernelPath::parse("AVX512-BF16"), Some(KernelPath::Avx512Bf16));
+        assert_eq!(
+            KernelPath::parse("AVX512-BF16"),
+            Some(KernelPath::Avx512Bf16)
+        );
         assert_eq!(KernelPath::parse("gpu"), None);
         assert!(!cpu_model().is_empty());
     }
@@ -1663,7 +1721,15 @@ mod tests {
             for path in paths() {
                 let mut y = vec![f32::NAN; rows * n];
                 pw.forward_with(path, &x, rows, &mut y);
-                check(&x, rows, k, n, |kk, nn| w[nn * k + kk], &y, &format!("wide {path}"));
+                check(
+                    &x,
+                    rows,
+                    k,
+                    n,
+                    |kk, nn| w[nn * k + kk],
+                    &y,
+                    &format!("wide {path}"),
+                );
             }
         }
     }
