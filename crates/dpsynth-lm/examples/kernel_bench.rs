@@ -7,7 +7,9 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use dpsynth_lm::kernels::{available_paths, cpu_model, kernel_description, KernelPath, PackedWeight};
+use dpsynth_lm::kernels::{
+    available_paths, cpu_model, kernel_description, KernelPath, PackedWeight,
+};
 
 /// CPU time of the calling thread in seconds (`CLOCK_THREAD_CPUTIME_ID`): with one thread the
 /// products run on the calling thread, so this excludes time lost to other processes on a shared
@@ -62,7 +64,10 @@ fn main() -> candle_core::Result<()> {
         .map(|p| p.name())
         .collect();
     if !skipped.is_empty() {
-        println!("not available on this CPU (skipped): {}", skipped.join(", "));
+        println!(
+            "not available on this CPU (skipped): {}",
+            skipped.join(", ")
+        );
     }
     println!(
         "threads: {}  ({})  load average: {}",
