@@ -2,15 +2,19 @@
 //!
 //! Matches sentence-transformers' `all-MiniLM-L6-v2`: WordPiece tokenization with `[CLS]`/`[SEP]`,
 //! truncation to 256 tokens, mean pooling of the last hidden state over the attention mask,
-//! then L2 normalization. Texts are embedded in batches sorted by token length (little padding)
-//! and the result is cached on disk keyed by the SHA-256 of the model files and the texts.
+//! then L2 normalization. Texts are embedded in batches sorted by token length and the result is
+//! cached on disk keyed by the SHA-256 of the model files and the texts.
+//!
+//! The encoder's frozen linear layers run on the packed bf16 kernels of `dpsynth-kernels` (AMX,
+//! AVX-512 BF16 or portable, whichever is fastest on the machine), on each sequence's real
+//! tokens only (no padding); see the private `bert` module below.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
@@ -76,14 +80,14 @@ pub fn find_minilm_dir(explicit: Option<&Path>) -> Option<PathBuf> {
 
 /// all-MiniLM-L6-v2 loaded on a candle device.
 pub struct MiniLm {
-    model: BertModel,
+    model: bert::Bert,
     tokenizer: Tokenizer,
-    device: Device,
     model_hash: String,
 }
 
 impl MiniLm {
-    /// Load `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
+    /// Load `config.json`, `model.safetensors` and `tokenizer.json` from `dir`. The weights are
+    /// read through `device` but the encoder runs on the CPU (packed bf16 kernels).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let weights = dir.join("model.safetensors");
@@ -120,11 +124,10 @@ impl MiniLm {
         // SAFETY: the weights file is memory-mapped read-only; it must not be modified while
         // loaded (candle's documented requirement for `from_mmaped_safetensors`).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
-        let model = BertModel::load(vb, &config)?;
+        let model = bert::Bert::load(vb, &config)?;
         Ok(Self {
             model,
             tokenizer,
-            device: device.clone(),
             model_hash,
         })
     }
@@ -152,36 +155,12 @@ impl MiniLm {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// Embed already-tokenized sequences of (roughly) similar length as one padded batch.
+    /// Embed already-tokenized sequences as one batch (each at its own length, no padding).
     pub fn embed_ids(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let b = batch.len();
-        let len = batch.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut ids = vec![0u32; b * len];
-        let mut mask = vec![0u32; b * len];
-        for (i, seq) in batch.iter().enumerate() {
-            ids[i * len..i * len + seq.len()].copy_from_slice(seq);
-            for m in &mut mask[i * len..i * len + seq.len()] {
-                *m = 1;
-            }
-        }
-        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (b, len, dim)
-        let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (b, len, 1)
-        let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // (b, dim)
-        let counts = maskf.sum(1)?.clamp(1e-9, f64::INFINITY)?; // (b, 1)
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12, f64::INFINITY)?;
-        let out = mean.broadcast_div(&norm)?;
-        Ok(out.to_vec2::<f32>()?)
+        self.model.embed(batch)
     }
 
     /// Embed `texts` in batches of `batch_size`, sorted by token length; rows in input order.
@@ -288,9 +267,504 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// all-MiniLM-L6-v2's BERT encoder with its frozen linear layers on the packed bf16 kernels
+/// ([`dpsynth_kernels::PackedWeight`]: AMX / AVX-512 BF16 / portable, chosen per machine).
+///
+/// Sequences are not padded: the linear layers run on the concatenation of every sequence's
+/// real tokens and attention runs per sequence, so a batch costs its token count (a padded
+/// position never influences a real one in BERT: it is masked out as a key).
+///
+/// Numerics: weights and the activations entering each linear layer are rounded to bf16 (f32
+/// accumulation); embeddings, layer norms, attention, GELU and pooling are f32. Against the
+/// sentence-transformers reference the pooled embeddings keep a cosine ≥ 0.9999
+/// (tests/minilm_reference.rs).
+mod bert {
+    use candle_nn::VarBuilder;
+    use candle_transformers::models::bert::{Config, HiddenAct};
+    use dpsynth_kernels::{fast_exp, PackedWeight};
+    use rayon::prelude::*;
+
+    use crate::{EvalError, Result};
+
+    /// Rows per parallel chunk of the element-wise passes.
+    const ROW_CHUNK: usize = 64;
+
+    fn host(t: candle_core::Tensor) -> Result<Vec<f32>> {
+        Ok(t.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// A frozen `y = x·Wᵀ + b` (weights packed as bf16).
+    struct Linear {
+        w: PackedWeight,
+        b: Vec<f32>,
+    }
+
+    impl Linear {
+        fn load(vb: &VarBuilder, names: &[&str], inp: usize, out_each: usize) -> Result<Self> {
+            let mut ws = Vec::new();
+            let mut b = Vec::new();
+            for n in names {
+                ws.push(vb.get((out_each, inp), &format!("{n}.weight"))?);
+                b.extend(host(vb.get(out_each, &format!("{n}.bias"))?)?);
+            }
+            let w = candle_core::Tensor::cat(&ws, 0)?;
+            Ok(Self {
+                w: PackedWeight::for_forward(&w)?,
+                b,
+            })
+        }
+
+        /// `y ← act(x·Wᵀ + b)`; `y` is resized (buffers are reused across layers: fresh
+        /// multi-MB allocations cost a page fault per 4 KiB).
+        fn forward_into(&self, x: &[f32], rows: usize, y: &mut Vec<f32>, act: Option<HiddenAct>) {
+            let out = self.w.out_features();
+            if y.len() != rows * out {
+                y.clear();
+                y.resize(rows * out, 0.0);
+            }
+            self.w.forward(x, rows, y);
+            y.par_chunks_mut(out * ROW_CHUNK).for_each(|ch| {
+                for row in ch.chunks_mut(out) {
+                    for (v, b) in row.iter_mut().zip(&self.b) {
+                        *v += b;
+                    }
+                    if let Some(act) = act {
+                        activation(act, row);
+                    }
+                }
+            });
+        }
+    }
+
+    struct LayerNorm {
+        g: Vec<f32>,
+        b: Vec<f32>,
+        eps: f32,
+    }
+
+    impl LayerNorm {
+        fn load(vb: &VarBuilder, name: &str, dim: usize, eps: f64) -> Result<Self> {
+            Ok(Self {
+                g: host(vb.get(dim, &format!("{name}.weight"))?)?,
+                b: host(vb.get(dim, &format!("{name}.bias"))?)?,
+                eps: eps as f32,
+            })
+        }
+
+        /// `x ← LayerNorm(x + res)` row by row (`res` optional).
+        fn apply(&self, x: &mut [f32], res: Option<&[f32]>) {
+            let d = self.g.len();
+            x.par_chunks_mut(d * ROW_CHUNK)
+                .enumerate()
+                .for_each(|(ci, ch)| {
+                    for (ri, row) in ch.chunks_mut(d).enumerate() {
+                        if let Some(res) = res {
+                            let r0 = (ci * ROW_CHUNK + ri) * d;
+                            for (v, r) in row.iter_mut().zip(&res[r0..r0 + d]) {
+                                *v += r;
+                            }
+                        }
+                        let mean = row.iter().sum::<f32>() / d as f32;
+                        let var =
+                            row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                        let inv = 1.0 / (var + self.eps).sqrt();
+                        for ((v, g), b) in row.iter_mut().zip(&self.g).zip(&self.b) {
+                            *v = (*v - mean) * inv * g + b;
+                        }
+                    }
+                });
+        }
+    }
+
+    /// erf, Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, plus `fast_exp`'s 1e-5
+    /// relative on the `e^{-x²}` factor).
+    #[inline(always)]
+    fn erf(x: f32) -> f32 {
+        let a = x.abs();
+        let t = 1.0 / (1.0 + 0.327_591_1 * a);
+        let poly = t
+            * (0.254_829_6
+                + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+        let y = 1.0 - poly * fast_exp(-a * a);
+        if x < 0.0 {
+            -y
+        } else {
+            y
+        }
+    }
+
+    fn activation(act: HiddenAct, ch: &mut [f32]) {
+        match act {
+            HiddenAct::Gelu => {
+                for v in ch {
+                    *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+                }
+            }
+            HiddenAct::GeluApproximate => {
+                for v in ch {
+                    let u = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+                    *v = 0.5 * *v * (1.0 + u.tanh());
+                }
+            }
+            HiddenAct::Relu => {
+                for v in ch {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+    }
+
+    struct Layer {
+        qkv: Linear,
+        attn_out: Linear,
+        ln_attn: LayerNorm,
+        inter: Linear,
+        out: Linear,
+        ln_out: LayerNorm,
+    }
+
+    pub(super) struct Bert {
+        word: Vec<f32>,
+        pos: Vec<f32>,
+        typ0: Vec<f32>,
+        ln_emb: LayerNorm,
+        layers: Vec<Layer>,
+        hidden: usize,
+        heads: usize,
+        vocab: usize,
+        max_pos: usize,
+        act: HiddenAct,
+    }
+
+    impl Bert {
+        pub(super) fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+            let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+                vb.pp("bert")
+            } else {
+                vb
+            };
+            let h = cfg.hidden_size;
+            if cfg.num_attention_heads == 0 || h % cfg.num_attention_heads != 0 {
+                return Err(EvalError::Invalid(format!(
+                    "MiniLM config: hidden_size {h} not divisible by num_attention_heads {}",
+                    cfg.num_attention_heads
+                )));
+            }
+            let e = vb.pp("embeddings");
+            let word = host(e.get((cfg.vocab_size, h), "word_embeddings.weight")?)?;
+            let pos = host(e.get(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?)?;
+            let typ = host(e.get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?)?;
+            let ln_emb = LayerNorm::load(&e, "LayerNorm", h, cfg.layer_norm_eps)?;
+            let mut layers = Vec::new();
+            for i in 0..cfg.num_hidden_layers {
+                let l = vb.pp(format!("encoder.layer.{i}"));
+                let i_sz = cfg.intermediate_size;
+                layers.push(Layer {
+                    qkv: Linear::load(
+                        &l,
+                        &[
+                            "attention.self.query",
+                            "attention.self.key",
+                            "attention.self.value",
+                        ],
+                        h,
+                        h,
+                    )?,
+                    attn_out: Linear::load(&l, &["attention.output.dense"], h, h)?,
+                    ln_attn: LayerNorm::load(
+                        &l,
+                        "attention.output.LayerNorm",
+                        h,
+                        cfg.layer_norm_eps,
+                    )?,
+                    inter: Linear::load(&l, &["intermediate.dense"], h, i_sz)?,
+                    out: Linear::load(&l, &["output.dense"], i_sz, h)?,
+                    ln_out: LayerNorm::load(&l, "output.LayerNorm", h, cfg.layer_norm_eps)?,
+                });
+            }
+            Ok(Self {
+                word,
+                pos,
+                typ0: typ[..h].to_vec(),
+                ln_emb,
+                layers,
+                hidden: h,
+                heads: cfg.num_attention_heads,
+                vocab: cfg.vocab_size,
+                max_pos: cfg.max_position_embeddings,
+                act: cfg.hidden_act,
+            })
+        }
+
+        /// Mean-pooled, L2-normalized last hidden states of each sequence (token type 0, no
+        /// padding). An empty sequence gives a zero vector.
+        pub(super) fn embed(&self, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+            let h = self.hidden;
+            let mut offsets = Vec::with_capacity(seqs.len() + 1);
+            offsets.push(0usize);
+            for s in seqs {
+                if s.len() > self.max_pos {
+                    return Err(EvalError::Invalid(format!(
+                        "MiniLM: sequence of {} tokens exceeds {} positions",
+                        s.len(),
+                        self.max_pos
+                    )));
+                }
+                if let Some(&bad) = s.iter().find(|&&t| t as usize >= self.vocab) {
+                    return Err(EvalError::Invalid(format!(
+                        "MiniLM: token id {bad} outside the vocabulary of {}",
+                        self.vocab
+                    )));
+                }
+                offsets.push(offsets.last().copied().unwrap_or(0) + s.len());
+            }
+            let rows = *offsets.last().unwrap_or(&0);
+            let mut x = vec![0f32; rows * h];
+            for (si, s) in seqs.iter().enumerate() {
+                for (p, &t) in s.iter().enumerate() {
+                    let row = &mut x[(offsets[si] + p) * h..(offsets[si] + p + 1) * h];
+                    let w = &self.word[t as usize * h..(t as usize + 1) * h];
+                    let pe = &self.pos[p * h..(p + 1) * h];
+                    for (((r, w), t), pe) in row.iter_mut().zip(w).zip(&self.typ0).zip(pe) {
+                        *r = w + t + pe;
+                    }
+                }
+            }
+            self.ln_emb.apply(&mut x, None);
+            let (mut qkv, mut ctx, mut a, mut inter, mut o) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for layer in &self.layers {
+                layer.qkv.forward_into(&x, rows, &mut qkv, None);
+                self.attention(&qkv, &offsets, &mut ctx);
+                layer.attn_out.forward_into(&ctx, rows, &mut a, None);
+                layer.ln_attn.apply(&mut a, Some(&x));
+                layer
+                    .inter
+                    .forward_into(&a, rows, &mut inter, Some(self.act));
+                layer.out.forward_into(&inter, rows, &mut o, None);
+                layer.ln_out.apply(&mut o, Some(&a));
+                std::mem::swap(&mut x, &mut o);
+            }
+            Ok(seqs
+                .iter()
+                .enumerate()
+                .map(|(si, s)| {
+                    let mut mean = vec![0f32; h];
+                    for r in offsets[si]..offsets[si + 1] {
+                        for (m, v) in mean.iter_mut().zip(&x[r * h..(r + 1) * h]) {
+                            *m += v;
+                        }
+                    }
+                    let n = s.len().max(1) as f32;
+                    for m in &mut mean {
+                        *m /= n;
+                    }
+                    let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    for m in &mut mean {
+                        *m /= norm;
+                    }
+                    mean
+                })
+                .collect())
+        }
+
+        /// Multi-head self-attention of each sequence (rows `offsets[i]..offsets[i+1]` of
+        /// `qkv: [rows, 3h]` = `[q | k | v]`), the heads' contexts concatenated: `[rows, h]`.
+        fn attention(&self, qkv: &[f32], offsets: &[usize], ctx: &mut Vec<f32>) {
+            let h = self.hidden;
+            let nh = self.heads;
+            let dh = h / nh;
+            let scale = 1.0 / (dh as f32).sqrt();
+            let rows = *offsets.last().unwrap_or(&0);
+            ctx.clear();
+            ctx.resize(rows * h, 0.0);
+            // One task per (sequence, head); each returns its [len, dh] block.
+            let jobs: Vec<(usize, usize)> = (0..offsets.len() - 1)
+                .flat_map(|s| (0..nh).map(move |hd| (s, hd)))
+                .collect();
+            let blocks: Vec<Vec<f32>> = jobs
+                .par_iter()
+                .map(|&(s, hd)| {
+                    let (o, len) = (offsets[s], offsets[s + 1] - offsets[s]);
+                    if len == 0 {
+                        return Vec::new();
+                    }
+                    let col = |r: usize, part: usize| (o + r) * 3 * h + part * h + hd * dh;
+                    // Kᵀ: [dh, len], so the scores of one query vectorize over keys.
+                    let mut kt = vec![0f32; dh * len];
+                    for j in 0..len {
+                        let kr = &qkv[col(j, 1)..col(j, 1) + dh];
+                        for (d, &v) in kr.iter().enumerate() {
+                            kt[d * len + j] = v;
+                        }
+                    }
+                    let mut out = vec![0f32; len * dh];
+                    let mut sc = vec![0f32; len];
+                    for i in 0..len {
+                        let q = &qkv[col(i, 0)..col(i, 0) + dh];
+                        sc.fill(0.0);
+                        for (qv, kd) in q.iter().zip(kt.chunks(len)) {
+                            let qd = qv * scale;
+                            for (s, k) in sc.iter_mut().zip(kd) {
+                                *s += qd * k;
+                            }
+                        }
+                        let mx = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let mut sum = 0f32;
+                        for s in sc.iter_mut() {
+                            *s = fast_exp(*s - mx);
+                            sum += *s;
+                        }
+                        let inv = 1.0 / sum;
+                        let orow = &mut out[i * dh..(i + 1) * dh];
+                        for (j, &p) in sc.iter().enumerate() {
+                            let vr = &qkv[col(j, 2)..col(j, 2) + dh];
+                            let pj = p * inv;
+                            for (ov, vv) in orow.iter_mut().zip(vr) {
+                                *ov += pj * vv;
+                            }
+                        }
+                    }
+                    out
+                })
+                .collect();
+            for (&(s, hd), b) in jobs.iter().zip(&blocks) {
+                let o = offsets[s];
+                for (i, row) in b.chunks(dh).enumerate() {
+                    ctx[(o + i) * h + hd * dh..(o + i) * h + (hd + 1) * dh].copy_from_slice(row);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tiny random BERT: the engine's encoder (packed bf16 kernels, unpadded) against
+    /// candle-transformers' f32 `BertModel` on a padded batch with an attention mask.
+    #[test]
+    fn packed_encoder_matches_candle_bert_on_tiny_random_model() {
+        use candle_transformers::models::bert::BertModel;
+        let dev = Device::Cpu;
+        let cfg = Config {
+            vocab_size: 50,
+            hidden_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 96,
+            max_position_embeddings: 40,
+            ..Default::default()
+        };
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let mut t: HashMap<String, Tensor> = HashMap::new();
+        let mut seed = 0u64;
+        let mut rand = |shape: &[usize], scale: f64, offset: f64| {
+            seed += 1;
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|j| {
+                    let x = ((j as u64 * 2_654_435_761 + seed * 40_503) % 10_007) as f64 / 10_007.0;
+                    (offset + scale * (x - 0.5)) as f32
+                })
+                .collect();
+            Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        };
+        t.insert(
+            "embeddings.word_embeddings.weight".into(),
+            rand(&[50, h], 2.0, 0.0),
+        );
+        t.insert(
+            "embeddings.position_embeddings.weight".into(),
+            rand(&[40, h], 1.0, 0.0),
+        );
+        t.insert(
+            "embeddings.token_type_embeddings.weight".into(),
+            rand(&[2, h], 1.0, 0.0),
+        );
+        let ln = |t: &mut HashMap<String, Tensor>,
+                  p: &str,
+                  rand: &mut dyn FnMut(&[usize], f64, f64) -> Tensor| {
+            t.insert(format!("{p}.weight"), rand(&[h], 0.5, 1.0));
+            t.insert(format!("{p}.bias"), rand(&[h], 0.2, 0.0));
+        };
+        ln(&mut t, "embeddings.LayerNorm", &mut rand);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            for (name, o, inp) in [
+                ("attention.self.query", h, h),
+                ("attention.self.key", h, h),
+                ("attention.self.value", h, h),
+                ("attention.output.dense", h, h),
+                ("intermediate.dense", i, h),
+                ("output.dense", h, i),
+            ] {
+                let sc = 2.0 / (inp as f64).sqrt();
+                t.insert(format!("{p}.{name}.weight"), rand(&[o, inp], sc, 0.0));
+                t.insert(format!("{p}.{name}.bias"), rand(&[o], 0.2, 0.0));
+            }
+            ln(
+                &mut t,
+                &format!("{p}.attention.output.LayerNorm"),
+                &mut rand,
+            );
+            ln(&mut t, &format!("{p}.output.LayerNorm"), &mut rand);
+        }
+        let vb = VarBuilder::from_tensors(t, DType::F32, &dev);
+        let engine = bert::Bert::load(vb.clone(), &cfg).unwrap();
+        let reference = BertModel::load(vb, &cfg).unwrap();
+        let seqs: Vec<Vec<u32>> = vec![
+            vec![1, 7, 9, 3, 2],
+            (0..33).map(|j| (j * 7 % 50) as u32).collect(),
+            vec![4],
+            vec![],
+            (0..17).map(|j| (j * 3 % 50) as u32).collect(),
+        ];
+        let got = engine.embed(&seqs).unwrap();
+        // Reference: one padded batch with a mask, mean pooling over the mask, L2 norm.
+        let (b, len) = (seqs.len(), 33);
+        let mut ids = vec![0u32; b * len];
+        let mut mask = vec![0u32; b * len];
+        for (r, s) in seqs.iter().enumerate() {
+            ids[r * len..r * len + s.len()].copy_from_slice(s);
+            mask[r * len..r * len + s.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (b, len), &dev).unwrap();
+        let mask = Tensor::from_vec(mask, (b, len), &dev).unwrap();
+        let hidden = reference
+            .forward(&ids, &ids.zeros_like().unwrap(), Some(&mask))
+            .unwrap();
+        let maskf = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+        let mean = hidden
+            .broadcast_mul(&maskf)
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .broadcast_div(&maskf.sum(1).unwrap().clamp(1e-9, f64::INFINITY).unwrap())
+            .unwrap();
+        let want: Vec<Vec<f32>> = mean.to_vec2().unwrap();
+        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+            let nw = w.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if seqs[r].is_empty() {
+                assert!(g.iter().all(|v| *v == 0.0), "empty sequence gives zeros");
+                continue;
+            }
+            let ng = g.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((ng - 1.0).abs() < 1e-4, "row {r} normalized: {ng}");
+            let cos = g.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() / nw;
+            assert!(
+                cos > 0.9995,
+                "row {r}: cosine {cos} against candle's BertModel"
+            );
+        }
+        // Out-of-range input is an error, not a panic.
+        assert!(engine.embed(&[vec![50]]).is_err());
+        assert!(engine.embed(&[vec![1; 41]]).is_err());
+    }
 
     #[test]
     fn select_rows() {

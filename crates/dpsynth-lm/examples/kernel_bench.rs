@@ -1,11 +1,15 @@
-//! Micro-benchmark of the packed bf16 kernel (`dpsynth_lm::kernels`) against candle's f32 matmul.
-//! `cargo run --release -p dpsynth-lm --example kernel_bench` (1 thread unless `RAYON_NUM_THREADS`
-//! is set). Prints GFLOP/s (2·m·k·n per product) for the forward `x·Wᵀ` and the input gradient `g·W`.
+//! Micro-benchmark of the packed bf16 kernels (`dpsynth_lm::kernels`) against candle's f32 matmul.
+//! `cargo run --release -p dpsynth-lm --example kernel_bench [-- MxKxN,...]` (1 thread unless
+//! `RAYON_NUM_THREADS` is set). Prints the CPU model, the kernel path the engine chose, and for
+//! every path this CPU has, GFLOP/s (2·m·k·n per product) of the forward `x·Wᵀ` and the input
+//! gradient `g·W`.
 
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use dpsynth_lm::kernels::{bf16_kernel_available, PackedWeight};
+use dpsynth_lm::kernels::{
+    available_paths, cpu_model, kernel_description, KernelPath, PackedWeight,
+};
 
 /// CPU time of the calling thread in seconds (`CLOCK_THREAD_CPUTIME_ID`): with one thread the
 /// products run on the calling thread, so this excludes time lost to other processes on a shared
@@ -51,19 +55,33 @@ fn main() -> candle_core::Result<()> {
         // Before any pool exists (rayon's and candle's both read it).
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("CPU: {}", cpu_model());
+    println!("kernel path: {}", kernel_description());
+    let skipped: Vec<&str> = KernelPath::ALL
+        .iter()
+        .filter(|p| !p.available())
+        .map(|p| p.name())
+        .collect();
+    if !skipped.is_empty() {
+        println!(
+            "not available on this CPU (skipped): {}",
+            skipped.join(", ")
+        );
+    }
     println!(
-        "threads: {}  avx512-bf16 kernel: {}  ({})",
+        "threads: {}  ({})  load average: {}",
         rayon::current_num_threads(),
-        bf16_kernel_available(),
         if rayon::current_num_threads() == 1 && thread_cpu_seconds().is_some() {
             "mean thread CPU time per product"
         } else {
             "mean wall time per product"
-        }
+        },
+        load.trim()
     );
     println!(
-        "{:>22} {:>12} {:>12} {:>12} {:>12}",
-        "m x k x n", "packed fwd", "packed bwd", "candle f32", "pack (ms)"
+        "{:>20} {:>11} {:>12} {:>12} {:>12} {:>10}",
+        "m x k x n", "path", "packed fwd", "packed bwd", "candle f32", "pack (ms)"
     );
     let dev = Device::Cpu;
     // Optional argument: shapes as `MxKxN,MxKxN,...`.
@@ -77,9 +95,10 @@ fn main() -> candle_core::Result<()> {
             .collect(),
         None => vec![
             (1024, 576, 1536),
+            (32, 576, 1536),
             (8, 576, 49152),
             (1, 576, 49152),
-            (32, 576, 1536),
+            (2048, 384, 1536),
             (1024, 1536, 576),
         ],
     };
@@ -96,20 +115,25 @@ fn main() -> candle_core::Result<()> {
         let mut y = vec![0f32; m * n];
         let mut dx = vec![0f32; m * k];
         let flop = 2.0 * (m * k * n) as f64;
-        let tf = mean_time(1.0, || pw.forward(&xv, m, &mut y));
-        let tb = mean_time(1.0, || pw.backward_input(&gv, m, &mut dx).unwrap());
         let wt = w.t()?;
         let tc = mean_time(1.0, || {
             let _ = x.matmul(&wt).unwrap();
         });
-        println!(
-            "{:>22} {:>10.1} G {:>10.1} G {:>10.1} G {:>12.1}",
-            format!("{m} x {k} x {n}"),
-            flop / tf / 1e9,
-            flop / tb / 1e9,
-            flop / tc / 1e9,
-            pack_ms
-        );
+        for path in available_paths() {
+            let tf = mean_time(1.0, || pw.forward_with(path, &xv, m, &mut y));
+            let tb = mean_time(1.0, || {
+                pw.backward_input_with(path, &gv, m, &mut dx).unwrap()
+            });
+            println!(
+                "{:>20} {:>11} {:>10.1} G {:>10.1} G {:>10.1} G {:>10.1}",
+                format!("{m} x {k} x {n}"),
+                path.name(),
+                flop / tf / 1e9,
+                flop / tb / 1e9,
+                flop / tc / 1e9,
+                pack_ms
+            );
+        }
     }
     Ok(())
 }

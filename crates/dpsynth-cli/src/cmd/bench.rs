@@ -183,7 +183,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let machine = Machine::detect(threads, &profile());
     let t = Instant::now();
-    let mut rows = Vec::new();
+    // Which kernel the frozen-weight products run on (AMX / AVX-512 BF16 / portable), and on
+    // which CPU: every figure below depends on both.
+    let mut rows = vec![BenchRow {
+        suite: "kernels".into(),
+        name: format!("packed bf16 path on {}", dpsynth_lm::kernels::cpu_model()),
+        value: dpsynth_lm::kernels::kernel_path().name().into(),
+        unit: String::new(),
+        note: dpsynth_lm::kernels::kernel_description(),
+    }];
+    eprintln!(
+        "bench: CPU {}; kernel path {}",
+        dpsynth_lm::kernels::cpu_model(),
+        dpsynth_lm::kernels::kernel_description()
+    );
     for s in &suites {
         eprintln!("bench: {s} …");
         rows.extend(match s.as_str() {
