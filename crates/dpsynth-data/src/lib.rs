@@ -12,6 +12,7 @@ pub mod email;
 pub mod error;
 pub mod inspect;
 pub mod prepare;
+pub mod progress;
 pub mod prompt;
 pub mod read;
 pub mod recipes;

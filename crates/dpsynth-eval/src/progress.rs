@@ -1,16 +1,17 @@
-//! Progress reporting for long evaluation steps (indicatif bars on stderr, or nothing).
+//! Progress reporting for long evaluation steps: [`dpsynth_data::progress::StageBar`] (a bar
+//! on a terminal, a plain line every few seconds otherwise), or nothing.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+pub use dpsynth_data::progress::StageBar;
 
-/// Where progress goes: bars on stderr (the CLI) or nowhere (tests, library callers that
-/// draw their own). Cheap to clone.
+/// Where progress goes: stderr (the CLI) or nowhere (tests, library callers that draw their
+/// own). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Progress {
     enabled: bool,
 }
 
 impl Progress {
-    /// Progress bars on stderr.
+    /// Progress on stderr (bars on a terminal, plain lines otherwise).
     pub fn stderr() -> Self {
         Self { enabled: true }
     }
@@ -18,23 +19,14 @@ impl Progress {
     pub fn hidden() -> Self {
         Self { enabled: false }
     }
-    /// A bar for `total` units of work named `what`.
-    pub fn bar(&self, what: &str, total: u64) -> ProgressBar {
+    /// Progress of `total` units of work named `what`.
+    pub fn bar(&self, what: &str, total: u64) -> StageBar {
         if !self.enabled {
-            return ProgressBar::hidden();
+            return StageBar::hidden();
         }
-        let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{msg:>28} [{bar:30}] {pos}/{len} ({elapsed} elapsed, eta {eta})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        pb.set_message(what.to_string());
-        pb
+        StageBar::stderr(what, "", total)
     }
-    /// Print a status line (above any bars) when enabled.
+    /// Print a status line when enabled.
     pub fn note(&self, msg: &str) {
         if self.enabled {
             eprintln!("{msg}");

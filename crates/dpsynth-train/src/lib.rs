@@ -3,8 +3,10 @@
 //! checkpoints; and sampling of a labeled synthetic dataset from the trained model.
 //!
 //! Pipeline of one logical step (types enforce the order, see [`dp`]):
-//! Poisson sample ([`rng::DpRng::poisson_sample`]) → per-example gradients
-//! ([`model::batched_per_example_grads`], [`model::FullVars`]) → [`dp::PerExampleGrads`] →
+//! Poisson sample ([`rng::DpRng::poisson_sample`]) → length-bucketed physical micro-batches
+//! ([`train::plan_microbatches`]) → per-example gradients, each micro-batch's examples split
+//! across threads ([`model::per_example_grads`] over [`model::batched_per_example_grads`];
+//! full fine-tuning: [`model::FullVars`]) → [`dp::PerExampleGrads`] →
 //! clip and sum → [`dp::ClippedSum`] → noise → [`dp::NoisyGradient`] → [`optim::AdamW`].
 
 // Validation is written as `!(x > 0.0)` on purpose: unlike `x <= 0.0` it also rejects NaN.
@@ -23,6 +25,7 @@ mod method;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod progress;
 pub mod rng;
 pub mod synth;
 pub mod train;
@@ -30,6 +33,7 @@ pub mod train;
 pub use error::{Result, TrainError};
 pub use labels::LabelDistribution;
 pub use model::{Example, Method, Params};
+pub use progress::ConsoleProgress;
 pub use train::{train, NoProgress, Progress, StepInfo, TrainConfig, TrainSummary};
 
 #[cfg(test)]

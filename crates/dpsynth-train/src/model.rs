@@ -636,6 +636,192 @@ pub fn batched_per_example_grads(
     Ok((out, per))
 }
 
+/// Padded token positions a micro-batch of `examples` occupies (`len × longest`, virtual
+/// tokens included): what its forward and backward cost and hold in memory.
+pub fn padded_tokens(examples: &[&Example], n_virtual: usize) -> usize {
+    let longest = examples.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+    examples.len() * (longest + n_virtual)
+}
+
+/// Split `examples` (best sorted by length) into at most `parts` contiguous, non-empty shards
+/// of about equal real-token cost (attention is quadratic but small next to the linears).
+pub fn balanced_shards<'e, 'a>(
+    examples: &'a [&'e Example],
+    n_virtual: usize,
+    parts: usize,
+) -> Vec<&'a [&'e Example]> {
+    let parts = parts.clamp(1, examples.len().max(1));
+    if parts == 1 {
+        return vec![examples];
+    }
+    let cost = |e: &Example| (e.ids.len() + n_virtual) as f64;
+    let total: f64 = examples.iter().map(|e| cost(e)).sum();
+    let mut out = Vec::with_capacity(parts);
+    let (mut start, mut acc) = (0usize, 0f64);
+    for (i, e) in examples.iter().enumerate() {
+        acc += cost(e);
+        let left = examples.len() - (i + 1);
+        let shards_left = parts - out.len() - 1;
+        // Close the shard at its share of the cost, keeping one example for each later shard.
+        if shards_left > 0
+            && (acc >= total * (out.len() + 1) as f64 / parts as f64 || left == shards_left)
+        {
+            out.push(&examples[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < examples.len() {
+        out.push(&examples[start..]);
+    }
+    out
+}
+
+/// Run `f` on each shard, the shards in parallel on rayon's pool (`RAYON_NUM_THREADS`),
+/// results in shard order.
+fn par_shards<'e, T: Send>(
+    shards: &[&[&'e Example]],
+    f: impl Fn(&[&'e Example]) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    use rayon::prelude::*;
+    if shards.len() == 1 {
+        return Ok(vec![f(shards[0])?]);
+    }
+    shards.par_iter().map(|s| f(s)).collect()
+}
+
+/// Per-example gradients of one micro-batch (LoRA and prompt tuning): for each trainable
+/// parameter `[B, ...shape]`, rows in the order of `examples`, and the per-example losses.
+///
+/// The examples are split into one contiguous shard per thread of rayon's pool, of about
+/// equal token cost; each shard is its own [`TrainBatch`] (padded to its own longest
+/// example) and its own batched backward ([`batched_per_example_grads`]), and the shards
+/// run at the same time. Each example's gradient depends only on that example (padding
+/// is masked out of attention and carries no loss), so the result equals one batched
+/// backward of the whole micro-batch; memory is that of one micro-batch of the same
+/// padded size.
+pub fn per_example_grads(
+    model: &TrainModel,
+    method: &Method,
+    params: &Params,
+    examples: &[&Example],
+) -> Result<(Vec<Tensor>, Vec<f32>)> {
+    if examples.is_empty() {
+        return Err(TrainError::Other("empty micro-batch".into()));
+    }
+    let nv = method.virtual_tokens();
+    let dev = model.base.device();
+    let shards = balanced_shards(examples, nv, rayon::current_num_threads());
+    let parts = par_shards(&shards, |s| {
+        let batch = TrainBatch::new(s, nv, dev)?;
+        batched_per_example_grads(model, method, params, &batch)
+    })?;
+    if parts.len() == 1 {
+        return Ok(parts.into_iter().next().expect("one shard"));
+    }
+    let mut losses = Vec::with_capacity(examples.len());
+    let mut cols: Vec<Vec<Tensor>> = vec![Vec::with_capacity(parts.len()); params.tensors.len()];
+    for (g, l) in parts {
+        losses.extend(l);
+        for (c, t) in cols.iter_mut().zip(g) {
+            c.push(t);
+        }
+    }
+    let grads = cols
+        .iter()
+        .map(|c| Tensor::cat(c, 0))
+        .collect::<candle_core::Result<_>>()?;
+    Ok((grads, losses))
+}
+
+/// The non-private gradient of a micro-batch (LoRA and prompt tuning): the gradient of the
+/// summed per-example loss with respect to *shared* parameters (one copy broadcast over
+/// the batch), i.e. the sum of the per-example gradients, computed with one backward per
+/// shard and no per-example copies. This is the step of `dpsynth train --no-dp` and the
+/// benchmark's non-private baseline. Shards run in parallel as in [`per_example_grads`].
+pub fn summed_grads(
+    model: &TrainModel,
+    method: &Method,
+    params: &Params,
+    examples: &[&Example],
+) -> Result<(Vec<Tensor>, Vec<f32>)> {
+    if examples.is_empty() {
+        return Err(TrainError::Other("empty micro-batch".into()));
+    }
+    let nv = method.virtual_tokens();
+    let dev = model.base.device();
+    let shards = balanced_shards(examples, nv, rayon::current_num_threads());
+    let parts = par_shards(&shards, |s| {
+        let batch = TrainBatch::new(s, nv, dev)?;
+        shared_param_grads(model, method, params, &batch)
+    })?;
+    let mut losses = Vec::with_capacity(examples.len());
+    let mut sum: Option<Vec<Tensor>> = None;
+    for (g, l) in parts {
+        losses.extend(l);
+        sum = Some(match sum {
+            None => g,
+            Some(s) => s
+                .iter()
+                .zip(&g)
+                .map(|(a, b)| a + b)
+                .collect::<candle_core::Result<_>>()?,
+        });
+    }
+    Ok((sum.expect("at least one shard"), losses))
+}
+
+/// One backward of a batch's summed loss with the parameters shared by all its examples.
+fn shared_param_grads(
+    model: &TrainModel,
+    method: &Method,
+    params: &Params,
+    batch: &TrainBatch,
+) -> Result<(Vec<Tensor>, Vec<f32>)> {
+    let b = batch.batch;
+    let vars: Vec<Var> = params
+        .tensors
+        .iter()
+        .map(Var::from_tensor)
+        .collect::<candle_core::Result<_>>()?;
+    let bcast = |v: &Var| -> candle_core::Result<Tensor> {
+        let mut shape = vec![b];
+        shape.extend_from_slice(v.dims());
+        v.as_tensor().unsqueeze(0)?.broadcast_as(shape)
+    };
+    let tr = match method {
+        Method::Lora(cfg) => {
+            let mut ab = BTreeMap::new();
+            for (i, n) in params.names.iter().enumerate() {
+                let (l, m, which) = parse_lora_name(n)
+                    .ok_or_else(|| TrainError::Other(format!("not a LoRA parameter: {n}")))?;
+                if which == 'A' {
+                    ab.insert((l, m), (bcast(&vars[i])?, bcast(&vars[i + 1])?));
+                }
+            }
+            Trainables::Lora {
+                ab,
+                scaling: cfg.scaling(),
+            }
+        }
+        Method::Prompt { .. } => Trainables::Prompt(bcast(&vars[0])?),
+        Method::Full => {
+            return Err(TrainError::Other(
+                "full fine-tuning computes gradients one example at a time (FullVars)".into(),
+            ))
+        }
+    };
+    let (loss, per) = model.loss(batch, &tr)?;
+    let grads = loss.backward()?;
+    let mut out = Vec::with_capacity(vars.len());
+    for (v, n) in vars.iter().zip(&params.names) {
+        let g = grads.get(v.as_tensor()).ok_or_else(|| {
+            TrainError::Other(format!("internal error: no gradient reached `{n}`"))
+        })?;
+        out.push(g.clone());
+    }
+    Ok((out, per))
+}
+
 /// Full fine-tuning state for one logical step: every weight a variable (created once per
 /// step, shared by all units of the step).
 pub struct FullVars {

@@ -3,6 +3,7 @@
 use candle_core::{Device, Tensor, Var, D};
 use dpsynth_lm::{LlamaConfig, LlamaWeights, LoraConfig};
 
+use crate::dp::ReleasableGradient;
 use crate::model::*;
 
 /// Independent reference: one unpadded example, every weight a variable, plain matmuls,
@@ -384,6 +385,159 @@ fn bf16_base_per_example_grads_close_to_f32() {
             );
             assert!(cos >= 0.999, "{} example {bi}: cosine {cos}", method.name());
             assert!(rel <= 8e-2, "{} example {bi}: rel L2 {rel}", method.name());
+        }
+    }
+}
+
+/// Examples of many lengths (3 to 17 tokens, some with a prefix) for bucketing tests.
+fn varied_examples() -> Vec<Example> {
+    let lens = [9usize, 3, 17, 5, 12, 4, 15, 7, 6];
+    lens.iter()
+        .enumerate()
+        .map(|(i, &n)| Example {
+            ids: (0..n).map(|j| ((i * 13 + j * 7) % 60) as u32 + 2).collect(),
+            n_prefix: i % 3,
+        })
+        .collect()
+}
+
+/// Variable-length micro-batches as the training loop builds them
+/// ([`crate::train::plan_microbatches`]: sorted, packed to a padded-token budget) and split
+/// over 2 threads ([`per_example_grads`]): every example's gradient equals the unpadded
+/// one-example oracle (so padding never leaks into a gradient, whatever its companions),
+/// the micro-batches partition the sample within the budget, and after clipping each
+/// example's norm is ≤ C and the clipped sum equals the oracle's clipped sum.
+#[test]
+fn bucketed_microbatches_match_oracle_and_clip() {
+    let w = LlamaWeights::random(&LlamaConfig::tiny(), &Device::Cpu, 5).unwrap();
+    let ex = varied_examples();
+    let n = ex.len();
+    let data = crate::train::PreparedData {
+        examples: ex.clone(),
+        units: (0..n).map(|i| vec![i]).collect(),
+        labels: Vec::new(),
+        unit_labels: vec![Vec::new(); n],
+        records: n,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for method in [lora_method(), Method::Prompt { virtual_tokens: 2 }] {
+        let params = random_params(&method, &w);
+        let nv = method.virtual_tokens();
+        let model = TrainModel::new(&w);
+        let sampled: Vec<usize> = (0..n).rev().collect();
+        let physical = 3;
+        let plan = crate::train::plan_microbatches(&data, &sampled, physical, nv);
+        let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>(), "micro-batches partition the sample");
+        let longest = ex.iter().map(|e| e.ids.len()).max().unwrap() + nv;
+        assert!(plan.len() > 1, "several micro-batches");
+        assert!(
+            plan.iter().any(|mb| mb.len() > physical),
+            "short examples share a micro-batch beyond the physical size: {plan:?}"
+        );
+        let oracle: Vec<Vec<Tensor>> = ex.iter().map(|e| oracle_grads(&w, &method, &params, e)).collect();
+        let clip = {
+            // C below most oracle norms, so clipping is active.
+            let mut norms: Vec<f32> = oracle
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+                        .sum::<f32>()
+                        .sqrt()
+                })
+                .collect();
+            norms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            norms[n / 3] as f64
+        };
+        let mut want: Vec<Tensor> = params.tensors.iter().map(|t| t.zeros_like().unwrap()).collect();
+        let mut got: Vec<Tensor> = want.clone();
+        let mut clipped_any = false;
+        for mb in &plan {
+            let refs: Vec<&Example> = mb.iter().map(|&u| &ex[u]).collect();
+            assert!(
+                crate::model::padded_tokens(&refs, nv) <= physical * longest || mb.len() == 1,
+                "micro-batch {mb:?} over the padded-token budget"
+            );
+            let (g, _) = pool
+                .install(|| per_example_grads(&model, &method, &params, &refs))
+                .unwrap();
+            assert_eq!(g.len(), params.tensors.len());
+            for (row, &u) in mb.iter().enumerate() {
+                for (pi, o) in oracle[u].iter().enumerate() {
+                    let r = rel_err(&g[pi].get(row).unwrap(), o);
+                    assert!(
+                        r <= 1e-4,
+                        "{} example {u} (row {row} of {mb:?}) {}: rel err {r}",
+                        method.name(),
+                        params.names[pi]
+                    );
+                }
+                let norm: f64 = oracle[u]
+                    .iter()
+                    .map(|t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64)
+                    .sum::<f64>()
+                    .sqrt();
+                let f = (clip / norm).min(1.0);
+                for (wt, o) in want.iter_mut().zip(&oracle[u]) {
+                    *wt = (&*wt + (o * f).unwrap()).unwrap();
+                }
+            }
+            let (sum, stats) = crate::dp::PerExampleGrads::new(g)
+                .unwrap()
+                .clip_and_sum(clip)
+                .unwrap();
+            for &c in &stats.clipped_norms {
+                assert!(c as f64 <= clip, "clipped norm {c} > C = {clip}");
+            }
+            clipped_any |= stats.norms.iter().any(|&x| x as f64 > clip);
+            // Noise with σ = 0 and expected batch 1 reveals the clipped sum.
+            let mut zero =
+                crate::rng::DpRng::new(crate::rng::SeedPolicy::Seeded { seed: 1 }, "t", 0);
+            let noisy = sum.add_noise(0.0, 1.0, &mut zero).unwrap();
+            for (acc, t) in got.iter_mut().zip(noisy.tensors()) {
+                *acc = (&*acc + t).unwrap();
+            }
+        }
+        assert!(clipped_any, "clipping was active for some example");
+        for (pi, (a, b)) in got.iter().zip(&want).enumerate() {
+            let r = rel_err(a, b);
+            assert!(r <= 1e-4, "{} clipped sum {}: rel err {r}", method.name(), params.names[pi]);
+        }
+    }
+}
+
+/// The non-private micro-batch gradient (shared parameters, shards on 2 threads) equals the
+/// sum of the oracle's per-example gradients.
+#[test]
+fn summed_grads_equal_sum_of_oracle() {
+    let w = LlamaWeights::random(&LlamaConfig::tiny(), &Device::Cpu, 5).unwrap();
+    let ex = varied_examples();
+    let refs: Vec<&Example> = ex.iter().collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for method in [lora_method(), Method::Prompt { virtual_tokens: 2 }] {
+        let params = random_params(&method, &w);
+        let model = TrainModel::new(&w);
+        let (g, losses) = pool
+            .install(|| summed_grads(&model, &method, &params, &refs))
+            .unwrap();
+        assert_eq!(losses.len(), ex.len());
+        let mut want: Vec<Tensor> = params.tensors.iter().map(|t| t.zeros_like().unwrap()).collect();
+        for e in &ex {
+            for (wt, o) in want.iter_mut().zip(oracle_grads(&w, &method, &params, e)) {
+                *wt = (&*wt + o).unwrap();
+            }
+        }
+        for (pi, (a, b)) in g.iter().zip(&want).enumerate() {
+            let r = rel_err(a, b);
+            assert!(r <= 1e-4, "{} {}: rel err {r}", method.name(), params.names[pi]);
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::frozen::{FrozenPrecision, PackedBase};
 use crate::labels::{dp_label_histogram, LabelDistribution};
 use crate::ledger::{epsilon_or_inf, DpSgdEntry, Ledger};
 use crate::model::{
-    batched_per_example_grads, Example, FullVars, Method, Params, TrainBatch, TrainModel,
+    per_example_grads, summed_grads, Example, FullVars, Method, Params, TrainModel,
 };
 use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::{DpRng, SeedPolicy};
@@ -642,7 +642,6 @@ fn train_with(
 
     // Resume or start.
     let mut params = Params::init(&cfg.method, weights, cfg.seed.unwrap_or(0))?;
-    let shapes: Vec<Vec<usize>> = params.tensors.iter().map(|t| t.dims().to_vec()).collect();
     let warmup_steps = (cfg.warmup * plan.steps as f64).round() as usize;
     let ocfg = AdamWConfig {
         lr: cfg.lr,
@@ -736,7 +735,6 @@ fn train_with(
         Some(p) => TrainModel::with_packed(weights, p),
         None => TrainModel::new(weights),
     };
-    let eb = cfg.expected_batch as f64;
     progress.start(plan.steps, start_step);
     let mut eps_now = ledger.epsilon_pld;
     let mut stopped = None;
@@ -755,24 +753,17 @@ fn train_with(
         let ts = Instant::now();
         let mut srng = DpRng::new(policy, "sampling", step);
         let sampled = srng.poisson_sample(n_units, plan.q);
-        let (sum_loss, n_ex) = if cfg.no_dp {
-            let mut acc = UnclippedSum::zeros(&shapes, weights.device())?;
-            let (l, n) = for_each_microbatch(&model, cfg, &params, data, &sampled, |g| {
-                acc.accumulate(g.sum_without_privacy()?)
-            })?;
-            opt.step(&mut params, acc.into_gradient(eb)?)?;
-            (l, n)
-        } else {
-            let mut acc = ClippedSum::zeros(&shapes, cfg.clip_norm, weights.device())?;
-            let (l, n) = for_each_microbatch(&model, cfg, &params, data, &sampled, |g| {
-                let (c, _) = g.clip_and_sum(cfg.clip_norm)?;
-                acc.accumulate(c)
-            })?;
-            let mut nrng = DpRng::new(policy, "noise", step);
-            let noisy = acc.add_noise(plan.sigma.expect("dp"), eb, &mut nrng)?;
-            opt.step(&mut params, noisy)?;
-            (l, n)
-        };
+        let mut nrng = DpRng::new(policy, "noise", step);
+        let (sum_loss, n_ex) = logical_step(
+            &model,
+            cfg,
+            plan.sigma,
+            &mut params,
+            &mut opt,
+            data,
+            &sampled,
+            &mut nrng,
+        )?;
         step += 1;
         if let Some(s) = ledger.dp_sgd.as_mut() {
             s.steps_spent = step;
@@ -865,8 +856,105 @@ fn train_with(
     })
 }
 
-/// Run per-unit gradients over the sampled units in physical micro-batches and hand each
-/// micro-batch's [`PerExampleGrads`] (one row per unit) to `sink`. Returns (sum of example
+/// One logical step on the sampled units: per-unit gradients in physical micro-batches →
+/// clip → sum → noise → AdamW (`--no-dp`: the summed gradient of shared parameters, no
+/// clipping or noise). Returns (sum of example losses, number of examples). `dpsynth train`
+/// and the step benchmark both run this function.
+///
+/// # Privacy
+/// The sampled set is the Poisson sample the accountant assumes; how it is split into
+/// physical micro-batches ([`plan_microbatches`]) and threads changes neither the clipped
+/// sum (each unit is clipped on its own, see [`PerExampleGrads::clip_and_sum`]) nor the
+/// noise (added once per logical step, [`ClippedSum::add_noise`]; Abadi et al. 2016,
+/// Alg. 1).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn logical_step(
+    model: &TrainModel,
+    cfg: &TrainConfig,
+    sigma: Option<f64>,
+    params: &mut Params,
+    opt: &mut AdamW,
+    data: &PreparedData,
+    sampled: &[usize],
+    noise: &mut DpRng,
+) -> Result<(f64, usize)> {
+    let shapes: Vec<Vec<usize>> = params.tensors.iter().map(|t| t.dims().to_vec()).collect();
+    let eb = cfg.expected_batch as f64;
+    let dev = model.base.device();
+    if cfg.no_dp {
+        let mut acc = UnclippedSum::zeros(&shapes, dev)?;
+        let (l, n) = for_each_microbatch(model, cfg, params, data, sampled, true, |g| {
+            acc.accumulate(g.sum_without_privacy()?)
+        })?;
+        opt.step(params, acc.into_gradient(eb)?)?;
+        return Ok((l, n));
+    }
+    let sigma = sigma.ok_or_else(|| TrainError::Other("DP step without σ".into()))?;
+    let mut acc = ClippedSum::zeros(&shapes, cfg.clip_norm, dev)?;
+    let (l, n) = for_each_microbatch(model, cfg, params, data, sampled, false, |g| {
+        let (c, _) = g.clip_and_sum(cfg.clip_norm)?;
+        acc.accumulate(c)
+    })?;
+    let noisy = acc.add_noise(sigma, eb, noise)?;
+    opt.step(params, noisy)?;
+    Ok((l, n))
+}
+
+/// Physical micro-batches of one logical batch, as lists of units. Units are sorted by
+/// their longest example and packed greedily while a micro-batch's padded size (examples ×
+/// its longest example, virtual tokens included) stays within the budget of
+/// `physical_batch` examples of the dataset's longest length, and it holds at most
+/// `4 × physical_batch` examples. A step's cost then follows the real token count: short
+/// records share a micro-batch (Rotten Tomatoes reviews: ~30 tokens against a 48-token
+/// cap), long ones get few companions, and sorting keeps the padding small. A unit's
+/// examples always share a micro-batch (user-level clipping needs their sum).
+pub fn plan_microbatches(
+    data: &PreparedData,
+    sampled: &[usize],
+    physical_batch: usize,
+    n_virtual: usize,
+) -> Vec<Vec<usize>> {
+    let unit_len = |u: usize| {
+        data.units[u]
+            .iter()
+            .map(|&i| data.examples[i].ids.len())
+            .max()
+            .unwrap_or(0)
+            + n_virtual
+    };
+    let longest = data
+        .examples
+        .iter()
+        .map(|e| e.ids.len())
+        .max()
+        .unwrap_or(0)
+        + n_virtual;
+    let budget = physical_batch.max(1) * longest.max(1);
+    let max_examples = 4 * physical_batch.max(1);
+    let mut units: Vec<usize> = sampled.to_vec();
+    units.sort_by_key(|&u| unit_len(u));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let (mut cur, mut count, mut cur_len) = (Vec::new(), 0usize, 0usize);
+    for u in units {
+        let n = data.units[u].len();
+        let len = unit_len(u).max(cur_len);
+        if !cur.is_empty() && ((count + n) * len > budget || count + n > max_examples) {
+            out.push(std::mem::take(&mut cur));
+            count = 0;
+        }
+        cur_len = if cur.is_empty() { unit_len(u) } else { len };
+        cur.push(u);
+        count += n;
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Run the sampled units' gradients in physical micro-batches ([`plan_microbatches`]) and
+/// hand each micro-batch's [`PerExampleGrads`] (one row per unit; with `summed`, one row:
+/// the non-private summed gradient of shared parameters) to `sink`. Returns (sum of example
 /// losses, number of examples).
 fn for_each_microbatch(
     model: &TrainModel,
@@ -874,6 +962,7 @@ fn for_each_microbatch(
     params: &Params,
     data: &PreparedData,
     sampled: &[usize],
+    summed: bool,
     mut sink: impl FnMut(PerExampleGrads) -> Result<()>,
 ) -> Result<(f64, usize)> {
     let mut sum_loss = 0f64;
@@ -892,39 +981,29 @@ fn for_each_microbatch(
         }
         return Ok((sum_loss, n_ex));
     }
-    // Sort units by length to limit padding (no privacy effect: the set is the same).
-    let mut units: Vec<usize> = sampled.to_vec();
-    units.sort_by_key(|&u| {
-        data.units[u]
-            .iter()
-            .map(|&i| data.examples[i].ids.len())
-            .max()
-            .unwrap_or(0)
-    });
-    let mut i = 0;
-    while i < units.len() {
+    let nv = cfg.method.virtual_tokens();
+    for mb in plan_microbatches(data, sampled, cfg.physical_batch, nv) {
         let mut ex: Vec<&Example> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
-        let mut k = 0;
-        while i < units.len() {
-            let n = data.units[units[i]].len();
-            if !ex.is_empty() && ex.len() + n > cfg.physical_batch {
-                break;
-            }
-            for &e in &data.units[units[i]] {
+        for (k, &u) in mb.iter().enumerate() {
+            for &e in &data.units[u] {
                 ex.push(&data.examples[e]);
                 owner.push(k);
             }
-            k += 1;
-            i += 1;
         }
-        let batch = TrainBatch::new(&ex, cfg.method.virtual_tokens(), model.base.device())?;
-        let (g, losses) = batched_per_example_grads(model, &cfg.method, params, &batch)?;
+        if summed {
+            let (g, losses) = summed_grads(model, &cfg.method, params, &ex)?;
+            sum_loss += losses.iter().map(|&l| l as f64).sum::<f64>();
+            n_ex += losses.len();
+            sink(PerExampleGrads::single(g)?)?;
+            continue;
+        }
+        let (g, losses) = per_example_grads(model, &cfg.method, params, &ex)?;
         sum_loss += losses.iter().map(|&l| l as f64).sum::<f64>();
         n_ex += losses.len();
         let mut peg = PerExampleGrads::new(g)?;
         if cfg.user_level {
-            peg = peg.group_sum(&owner, k)?;
+            peg = peg.group_sum(&owner, mb.len())?;
         }
         sink(peg)?;
     }

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dpsynth_train::synth::{synthesize, SynthConfig, SynthProgress};
-use indicatif::{ProgressBar, ProgressStyle};
+use dpsynth_train::synth::{synthesize, SynthConfig};
 
 /// Generate N labeled records from a `dpsynth train` run.
 ///
@@ -61,41 +60,6 @@ pub struct Args {
     pub weights: String,
 }
 
-struct Bar(Option<ProgressBar>);
-
-impl SynthProgress for Bar {
-    fn start(&mut self, total: usize) {
-        let b = ProgressBar::new(total as u64);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} synthesize [{bar:30}] {pos}/{len} records  {msg}  ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        self.0 = Some(b);
-    }
-    fn written(&mut self, done: usize, tps: f64) {
-        if let Some(b) = &self.0 {
-            b.set_position(done as u64);
-            if tps > 0.0 {
-                b.set_message(format!("{tps:.1} tokens/s"));
-            }
-        }
-    }
-    fn message(&mut self, msg: &str) {
-        match &self.0 {
-            Some(b) => b.println(msg),
-            None => eprintln!("{msg}"),
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = &self.0 {
-            b.finish();
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut c = SynthConfig::new(args.run, args.n, args.out);
     c.label_distribution = args
@@ -112,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     c.seed = args.seed;
     c.model = args.model;
     c.weights = args.weights;
-    let s = synthesize(&c, &mut Bar(None)).context("synthesis failed")?;
+    let s = synthesize(&c, &mut dpsynth_train::ConsoleProgress::new("synthesize")).context("synthesis failed")?;
     println!(
         "wrote {} of {} records to {}",
         s.written,

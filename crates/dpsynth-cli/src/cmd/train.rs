@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dpsynth_lm::LoraConfig;
-use dpsynth_train::{LabelDistribution, Method, Progress, StepInfo, TrainConfig};
-use indicatif::{ProgressBar, ProgressStyle};
+use dpsynth_train::{ConsoleProgress, LabelDistribution, Method, TrainConfig};
 
 /// Fine-tune the language model on your sensitive records with DP-SGD.
 ///
@@ -176,65 +175,12 @@ impl Args {
     }
 }
 
-/// An indicatif progress bar with loss, ε and ETA.
-pub struct Bar {
-    bar: Option<ProgressBar>,
-}
-
-impl Bar {
-    pub fn new() -> Self {
-        Self { bar: None }
-    }
-}
-
-impl Default for Bar {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Progress for Bar {
-    fn start(&mut self, total: u64, done: u64) {
-        let b = ProgressBar::new(total);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} train [{bar:30}] {pos}/{len} steps  {msg}  {elapsed_precise} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b.set_position(done);
-        self.bar = Some(b);
-    }
-    fn step(&mut self, i: &StepInfo) {
-        if let Some(b) = &self.bar {
-            b.set_position(i.step);
-            let eps = i
-                .epsilon
-                .map(|e| format!("ε≤{e:.3}"))
-                .unwrap_or_else(|| "no DP".into());
-            b.set_message(format!("loss {:.4} batch {} {eps}", i.loss, i.batch));
-        }
-    }
-    fn message(&mut self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.println(msg),
-            None => eprintln!("{msg}"),
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = &self.bar {
-            b.finish();
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.to_config()?;
     if cfg.seed.is_some() {
         eprintln!("warning: --seed makes sampling and noise reproducible but NOT secure");
     }
-    let s = dpsynth_train::train(&cfg, &mut Bar::new()).context("training failed")?;
+    let s = dpsynth_train::train(&cfg, &mut ConsoleProgress::new("train")).context("training failed")?;
     println!("run directory    {}", s.run_dir.display());
     println!(
         "method           {} ({} trainable parameters)",

@@ -217,47 +217,6 @@ pub struct Spent {
     pub details: serde_json::Value,
 }
 
-/// An indicatif bar for the training loop.
-struct TrainBar {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl dpsynth_train::Progress for TrainBar {
-    fn start(&mut self, total: u64, done: u64) {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "  train       [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_position(done);
-        self.bar = Some(bar);
-    }
-    fn step(&mut self, info: &dpsynth_train::StepInfo) {
-        if let Some(b) = &self.bar {
-            b.set_position(info.step);
-            let eps = info
-                .epsilon
-                .map(|e| format!(" ε={e:.3}"))
-                .unwrap_or_default();
-            b.set_message(format!("loss {:.3}{eps}", info.loss));
-        }
-    }
-    fn message(&mut self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.println(format!("  train: {msg}")),
-            None => eprintln!("  train: {msg}"),
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
 /// The training crate's config for this run.
 pub fn train_config(
     cfg: &RunConfig,
@@ -356,7 +315,7 @@ fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow
         write_exact_label_counts(dir)?;
     }
     let tc = train_config(cfg, dir, resume)?;
-    let mut bar = TrainBar { bar: None };
+    let mut bar = dpsynth_train::ConsoleProgress::for_pipeline("train", "  train: ");
     let s = dpsynth_train::train(&tc, &mut bar).context("DP fine-tuning")?;
     dpsynth_train::Progress::finish(&mut bar);
     if let Some(why) = &s.stopped_early {
@@ -370,42 +329,6 @@ fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow
         },
         details: serde_json::to_value(&s)?,
     })
-}
-
-/// An indicatif bar for synthesis.
-struct SynthBar {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl dpsynth_train::synth::SynthProgress for SynthBar {
-    fn start(&mut self, total: usize) {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "  synthesize  [{bar:30}] {pos}/{len} records {msg} ({elapsed} < {eta})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        self.bar = Some(bar);
-    }
-    fn written(&mut self, done: usize, tps: f64) {
-        if let Some(b) = &self.bar {
-            b.set_position(done as u64);
-            b.set_message(format!("{tps:.0} tok/s"));
-        }
-    }
-    fn message(&mut self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.println(format!("  synthesize: {msg}")),
-            None => eprintln!("  synthesize: {msg}"),
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
 }
 
 /// Sample the synthetic dataset from the trained run: post-processing, no privacy cost. Labels
@@ -426,7 +349,7 @@ fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
     sc.batch_size = cfg.synth.batch_size as usize;
     sc.seed = cfg.run.seed;
     sc.model = Some(cfg.model_path());
-    let mut bar = SynthBar { bar: None };
+    let mut bar = dpsynth_train::ConsoleProgress::for_pipeline("synthesize", "  synthesize: ");
     let s = synthesize(&sc, &mut bar).context("synthesis")?;
     dpsynth_train::synth::SynthProgress::finish(&mut bar);
     anyhow::ensure!(
