@@ -253,8 +253,12 @@ pub fn noise_rng(seed: Option<u64>) -> SecureRng {
 }
 
 /// Logistic-regression per-example gradients: rows of `[W | b]` gradients.
+///
+/// `dim` is the number of trainable coordinates, given separately from the rows so that an
+/// empty Poisson batch still sums to a zero vector of full length, to which noise is added.
 pub struct DenseRows {
     pub rows: Vec<Vec<f64>>,
+    pub dim: usize,
 }
 
 impl PerExampleSource for DenseRows {
@@ -262,10 +266,15 @@ impl PerExampleSource for DenseRows {
     fn norms(&self) -> Vec<f64> {
         self.rows.iter().map(|r| r.sq_norm().sqrt()).collect()
     }
+    /// # Privacy
+    /// The sum has `dim` coordinates whatever the batch: with no row (an empty Poisson batch)
+    /// it is the zero vector of full length, so [`ClippedSum::add_noise`] still adds N(0, σ²C²)
+    /// to every coordinate, as the sampled Gaussian mechanism requires (Mironov et al. 2019:
+    /// the mechanism's output distribution must not reveal that the batch was empty).
     fn weighted_sum(self, factors: &[f64]) -> Vec<f64> {
-        let d = self.rows.first().map_or(0, Vec::len);
-        let mut s = vec![0.0; d];
+        let mut s = vec![0.0; self.dim];
         for (r, f) in self.rows.iter().zip(factors) {
+            assert_eq!(r.len(), self.dim, "per-example gradient of the wrong length");
             for (a, b) in s.iter_mut().zip(r) {
                 *a += f * b;
             }
@@ -286,7 +295,10 @@ mod tests {
             vec![0.0, 0.0],
             vec![-30.0, 40.0],
         ];
-        let src = DenseRows { rows: rows.clone() };
+        let src = DenseRows {
+            rows: rows.clone(),
+            dim: 2,
+        };
         let norms = src.norms();
         assert_eq!(norms, vec![5.0, 0.5, 0.0, 50.0]);
         let clipped = PerExampleGrads::new(src).clip(1.0);
@@ -302,6 +314,7 @@ mod tests {
     fn noise_has_std_sigma_c() {
         let src = DenseRows {
             rows: vec![vec![0.0; 20000]],
+            dim: 20000,
         };
         let mut rng = SecureRng::seeded(11);
         let noisy = PerExampleGrads::new(src).clip(2.0).add_noise(&mut rng, 1.5);

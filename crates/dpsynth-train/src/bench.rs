@@ -332,7 +332,7 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
                     };
                     let t = Instant::now();
                     let c0 = dpsynth_lm::bench::process_cpu_seconds();
-                    let (_, n_ex) = crate::train::logical_step(
+                    let (_, n_ex, _) = crate::train::logical_step(
                         &model,
                         &cfg,
                         Some(1.0),

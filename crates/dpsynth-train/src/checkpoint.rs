@@ -23,12 +23,22 @@ pub struct Checkpoint {
     pub seed_policy: SeedPolicy,
 }
 
+/// What `state.json` says about its private part.
+const PRIVATE_NOTE: &str = "private_losses: per-step losses, logical batch sizes and \
+dropped-gradient counts of the private Poisson batches, without noise. PRIVATE: NOT covered by \
+the DP guarantee; share the adapter, not this checkpoint.";
+
 #[derive(Serialize, Deserialize)]
 struct State {
     step: u64,
     config: serde_json::Value,
     names: Vec<String>,
-    losses: Vec<StepInfo>,
+    /// Marks the file as holding private statistics ([`PRIVATE_NOTE`]).
+    #[serde(default)]
+    privacy_note: String,
+    /// Statistics of the private batches (named `losses` in checkpoints written before).
+    #[serde(alias = "losses")]
+    private_losses: Vec<StepInfo>,
     seed_policy: SeedPolicy,
     /// The tensor file this state belongs to (absent in checkpoints written before it existed:
     /// then `state.safetensors`).
@@ -62,7 +72,8 @@ impl Checkpoint {
             step: self.step,
             config: self.config.clone(),
             names: self.params.names.clone(),
-            losses: self.losses.clone(),
+            privacy_note: PRIVATE_NOTE.into(),
+            private_losses: self.losses.clone(),
             seed_policy: self.seed_policy,
             tensors: Some(name.clone()),
         };
@@ -75,6 +86,11 @@ impl Checkpoint {
             let _ = std::fs::remove_file(dir.join(old));
         }
         Ok(())
+    }
+
+    /// Whether `dir` holds a complete checkpoint (its `state.json`, written last, exists).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join("state.json").is_file()
     }
 
     /// Load; `template` gives the expected names and shapes.
@@ -122,7 +138,7 @@ impl Checkpoint {
             },
             m,
             v,
-            losses: st.losses,
+            losses: st.private_losses,
             seed_policy: st.seed_policy,
         })
     }
@@ -196,6 +212,13 @@ mod tests {
         assert_eq!(files, vec!["state-000000008.safetensors".to_string()]);
         let c = Checkpoint::load(dir.path(), &Device::Cpu, &template).unwrap();
         assert_eq!((c.step, first(&c)), (8, 2.0));
+        // The private statistics are marked as such.
+        let st: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("state.json")).unwrap(),
+        )
+        .unwrap();
+        assert!(st.get("losses").is_none() && st.get("private_losses").is_some());
+        assert!(st["privacy_note"].as_str().unwrap().contains("PRIVATE"));
 
         // A kill after the tensors of step 12 were written but before state.json was replaced:
         // the resume must still pair step 8 with step 8's tensors.

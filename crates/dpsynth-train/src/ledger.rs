@@ -135,6 +135,83 @@ impl Ledger {
         Ok(())
     }
 
+    /// Where this (read-back) ledger's plan differs from the plan `fresh` recomputed from the
+    /// data and configuration of a resumed run: sampling rate, σ, clip norm, units, expected
+    /// batch, planned steps, δ, neighboring relation, `no_dp`, and the label histogram's σ and
+    /// label set. Empty when they agree exactly.
+    ///
+    /// # Privacy
+    /// The ledger accounts the steps it records with *its* (q, σ, C); a resumed run that trained
+    /// with other values (a changed data file changes n and so q; a calibration change after an
+    /// upgrade changes σ) would spend budget no ledger describes. Resuming is only allowed when
+    /// the recomputed plan equals the recorded one, compared exactly (JSON round-trips f64
+    /// exactly, and the calibration is deterministic).
+    pub fn plan_mismatches(
+        &self,
+        fresh: &Ledger,
+        label_sigma: Option<f64>,
+        labels: &[String],
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut diff = |what: &str, a: String, b: String| {
+            if a != b {
+                out.push(format!("{what}: ledger {a}, now {b}"));
+            }
+        };
+        diff("no_dp", self.no_dp.to_string(), fresh.no_dp.to_string());
+        diff(
+            "neighboring",
+            format!("{:?}", self.neighboring),
+            format!("{:?}", fresh.neighboring),
+        );
+        diff("δ", self.delta.to_string(), fresh.delta.to_string());
+        diff(
+            "target ε",
+            format!("{:?}", self.target_epsilon),
+            format!("{:?}", fresh.target_epsilon),
+        );
+        match (&self.dp_sgd, &fresh.dp_sgd) {
+            (Some(a), Some(b)) => {
+                diff(
+                    "sampling rate q",
+                    a.sampling_probability.to_string(),
+                    b.sampling_probability.to_string(),
+                );
+                diff(
+                    "noise multiplier σ",
+                    a.noise_multiplier.to_string(),
+                    b.noise_multiplier.to_string(),
+                );
+                diff("clip norm C", a.clip_norm.to_string(), b.clip_norm.to_string());
+                diff("units", a.units.to_string(), b.units.to_string());
+                diff(
+                    "expected batch",
+                    a.expected_batch.to_string(),
+                    b.expected_batch.to_string(),
+                );
+                diff(
+                    "planned steps",
+                    a.steps_planned.to_string(),
+                    b.steps_planned.to_string(),
+                );
+            }
+            (a, b) => diff(
+                "DP-SGD",
+                if a.is_some() { "present" } else { "absent" }.into(),
+                if b.is_some() { "present" } else { "absent" }.into(),
+            ),
+        }
+        diff(
+            "label histogram σ",
+            format!("{:?}", self.label_histogram.as_ref().map(|h| h.noise_multiplier)),
+            format!("{label_sigma:?}"),
+        );
+        if let Some(h) = &self.label_histogram {
+            diff("label set", format!("{:?}", h.labels), format!("{labels:?}"));
+        }
+        out
+    }
+
     /// Write atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("json.tmp");
@@ -162,3 +239,25 @@ pub fn epsilons(ev: &DpEvent, delta: f64) -> Result<(f64, (f64, f64))> {
 pub fn epsilon_or_inf(ev: &DpEvent, delta: f64) -> f64 {
     epsilon_pld(ev, delta).unwrap_or(f64::INFINITY)
 }
+
+/// Crash-test hook: when the environment variable `DPSYNTH_KILL_AT` equals `point`, the
+/// process sends itself `SIGKILL` (no destructor, no flush: exactly a `kill -9` there).
+///
+/// The kill tests (`crates/dpsynth-cli/tests/kill_resume.rs`) use it to stop a run at each
+/// boundary where a crash could lose or repeat a privacy spend; an unset variable costs one
+/// environment lookup. Not for users: it never changes what a run computes.
+pub fn kill_point(point: &str) {
+    if std::env::var("DPSYNTH_KILL_AT").is_ok_and(|p| p == point) {
+        eprintln!("DPSYNTH_KILL_AT={point}: killing this process (crash test)");
+        #[cfg(unix)]
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+#[path = "tests_ledger.rs"]
+mod tests_ledger;

@@ -63,7 +63,7 @@ impl DpRng {
 }
 
 impl NoiseSource for DpRng {
-    fn fill_gaussian(&mut self, buf: &mut [f32], std: f64) {
-        self.rng.fill_gaussian(buf, std)
+    fn sample_gaussian(&mut self, std: f64) -> f64 {
+        self.rng.gaussian(std)
     }
 }

@@ -209,7 +209,7 @@ fn label_histogram_postprocessing() {
 
 // ---------- end-to-end on a tiny random model ----------
 
-fn tiny_data(n: usize) -> PreparedData {
+pub(crate) fn tiny_data(n: usize) -> PreparedData {
     let mut examples = Vec::new();
     let mut unit_labels = Vec::new();
     for i in 0..n {
@@ -234,7 +234,7 @@ fn tiny_data(n: usize) -> PreparedData {
     }
 }
 
-fn tiny_cfg(dir: &std::path::Path) -> TrainConfig {
+pub(crate) fn tiny_cfg(dir: &std::path::Path) -> TrainConfig {
     let mut c = TrainConfig::new(
         "unused.jsonl".into(),
         "unused.gguf".into(),
@@ -295,7 +295,7 @@ fn end_to_end_ledger_matches_accountant() {
     assert_eq!(csv.lines().count(), 7);
 }
 
-struct StopAt(u64, u64);
+pub(crate) struct StopAt(pub u64, pub u64);
 impl Progress for StopAt {
     fn step(&mut self, i: &StepInfo) {
         self.1 = i.step;

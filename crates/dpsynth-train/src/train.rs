@@ -71,7 +71,9 @@ pub struct TrainConfig {
     /// Save a checkpoint (ledger first) every N logical steps (0 = only at the end).
     pub checkpoint_every: u64,
     pub out: PathBuf,
-    /// Continue from `out/checkpoint` (same configuration required).
+    /// Continue the run in `out`: from its ledger (the label histogram it released is reused)
+    /// and its last checkpoint when there is one. The configuration and the plan recomputed
+    /// from the data must equal the recorded ones.
     pub resume: bool,
 }
 
@@ -197,6 +199,11 @@ pub struct StepInfo {
     pub epsilon: Option<f64>,
     pub lr: f64,
     pub seconds: f64,
+    /// Sampled units whose gradient had a NaN or infinite coordinate and were left out of the
+    /// clipped sum (see `dp::PerExampleGrads::clip_and_sum`). Like `loss`, a statistic of the
+    /// private batch: NOT covered by the guarantee.
+    #[serde(default)]
+    pub dropped_nonfinite: usize,
 }
 
 /// Progress reporting for long runs (the CLI draws an indicatif bar).
@@ -231,7 +238,12 @@ pub struct TrainSummary {
     pub delta: f64,
     pub epsilon_pld: Option<f64>,
     pub epsilon_rdp: Option<f64>,
+    /// Mean loss of the last logged steps: computed on private batches without noise, so
+    /// NOT covered by the guarantee (for the data holder; kept out of shared ledgers).
     pub final_loss: Option<f64>,
+    /// Units dropped over the whole run for a non-finite gradient (private, like `final_loss`).
+    #[serde(default)]
+    pub dropped_nonfinite: u64,
     pub stopped_early: Option<String>,
     pub seconds: f64,
 }
@@ -556,6 +568,10 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainSumm
             cfg.data.display()
         )));
     }
+    if let Some(w) = user_ids_warning(&records, cfg) {
+        tracing::warn!("{w}");
+        progress.message(&w);
+    }
     crate::ops::keep_freed_memory();
     progress.message("loading model");
     let (weights, tok) = dpsynth_lm::load_model(&cfg.model, &device)?;
@@ -568,6 +584,23 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainSumm
         None => weights,
     };
     train_with(cfg, &weights, packed.as_ref(), &data, progress)
+}
+
+/// The warning for data whose records carry user ids while training is record-level.
+///
+/// # Privacy
+/// Record-level DP protects one record; a user with k records gets only group privacy
+/// (kε, k·e^{(k−1)ε}·δ; Dwork & Roth 2014, Thm. 2.2). Whether a `user` field exists is schema,
+/// not a statistic of the records, so the warning itself releases nothing.
+pub fn user_ids_warning(records: &[dpsynth_data::Record], cfg: &TrainConfig) -> Option<String> {
+    (!cfg.user_level && records.iter().any(|r| r.user.is_some())).then(|| {
+        format!(
+            "{}: the records carry user ids but training is record-level: the guarantee protects \
+             single records, and a user with k records is protected only by group privacy (kε); \
+             train with user-level DP to protect users",
+            cfg.data.display()
+        )
+    })
 }
 
 /// The bf16 copy of the frozen base when `cfg` asks for it (LoRA and prompt tuning).
@@ -653,36 +686,46 @@ fn train_with(
         total_steps: plan.steps as usize,
     };
     let mut opt = AdamW::new(ocfg, &params)?;
-    let mut ledger;
     let mut start_step = 0u64;
     let mut loss_rows: Vec<StepInfo> = Vec::new();
-    if cfg.resume {
-        let ck = Checkpoint::load(&paths.checkpoint(), weights.device(), &params)?;
-        if ck.config != cfg.identity() {
-            let diff = checkpoint::diff_fields(&ck.config, &cfg.identity());
-            return Err(TrainError::Checkpoint {
-                path: paths.checkpoint(),
-                msg: format!(
-                    "it was written by a run with a different configuration (differs in: {}); \
-                     resume with the same settings or start a new --out directory (no budget spent)",
-                    diff.join(", ")
-                ),
-            });
+    // The ledger a new run writes (before its label histogram is drawn).
+    let mut fresh = Ledger::new(cfg.no_dp, neighboring, plan.delta, cfg.epsilon, policy);
+    if !cfg.no_dp {
+        fresh.dp_sgd = Some(DpSgdEntry {
+            sampling_probability: plan.q,
+            noise_multiplier: plan.sigma.expect("dp"),
+            clip_norm: cfg.clip_norm,
+            expected_batch: cfg.expected_batch as f64,
+            units: n_units,
+            steps_planned: plan.steps,
+            steps_spent: 0,
+        });
+    }
+    let mut ledger = if cfg.resume {
+        let ledger = resume_ledger(cfg, &paths, &fresh, &plan, data)?;
+        if Checkpoint::exists(&paths.checkpoint()) {
+            let ck = Checkpoint::load(&paths.checkpoint(), weights.device(), &params)?;
+            check_identity(&ck.config, cfg, &paths.checkpoint())?;
+            params = ck.params;
+            opt.m = ck.m;
+            opt.v = ck.v;
+            opt.step = ck.step as usize;
+            start_step = ck.step;
+            loss_rows = ck.losses;
+        } else {
+            progress.message(
+                "no checkpoint yet: starting from the initial parameters, with the label \
+                 histogram already released in the ledger (it is reused, never drawn again)",
+            );
         }
-        ledger = Ledger::read(&paths.ledger())?;
-        params = ck.params;
-        opt.m = ck.m;
-        opt.v = ck.v;
-        opt.step = ck.step as usize;
-        start_step = ck.step;
         let spent = ledger.dp_sgd.as_ref().map(|s| s.steps_spent).unwrap_or(0);
         if spent > start_step {
             // Steps after the checkpoint were counted but lost: keep counting them.
             start_step = spent;
             opt.step = spent as usize;
         }
-        loss_rows = ck.losses;
         progress.message(&format!("resuming at step {start_step}"));
+        ledger
     } else {
         if paths.checkpoint().exists() || paths.ledger().exists() {
             return Err(TrainError::Config(format!(
@@ -691,18 +734,7 @@ fn train_with(
                 paths.dir.display()
             )));
         }
-        ledger = Ledger::new(cfg.no_dp, neighboring, plan.delta, cfg.epsilon, policy);
-        if !cfg.no_dp {
-            ledger.dp_sgd = Some(DpSgdEntry {
-                sampling_probability: plan.q,
-                noise_multiplier: plan.sigma.expect("dp"),
-                clip_norm: cfg.clip_norm,
-                expected_batch: cfg.expected_batch as f64,
-                units: n_units,
-                steps_planned: plan.steps,
-                steps_spent: 0,
-            });
-        }
+        let mut ledger = fresh;
         if let Some(ls) = plan.label_sigma {
             // The histogram is computed, then the ledger recording it is written before
             // it is used or stored anywhere else.
@@ -717,7 +749,9 @@ fn train_with(
         }
         ledger.refresh()?;
         ledger.write(&paths.ledger())?;
-    }
+        ledger
+    };
+    crate::ledger::kill_point("train:histogram-released");
     let info = RunInfo {
         labels: data.labels.clone(),
         template: cfg.template.clone(),
@@ -754,7 +788,7 @@ fn train_with(
         let mut srng = DpRng::new(policy, "sampling", step);
         let sampled = srng.poisson_sample(n_units, plan.q);
         let mut nrng = DpRng::new(policy, "noise", step);
-        let (sum_loss, n_ex) = logical_step(
+        let (sum_loss, n_ex, dropped) = logical_step(
             &model,
             cfg,
             plan.sigma,
@@ -764,6 +798,12 @@ fn train_with(
             &sampled,
             &mut nrng,
         )?;
+        if dropped > 0 {
+            tracing::warn!(
+                "step {}: {dropped} sampled unit(s) had a NaN or infinite gradient and were left out of the sum (counted in loss.csv)",
+                step + 1
+            );
+        }
         step += 1;
         if let Some(s) = ledger.dp_sgd.as_mut() {
             s.steps_spent = step;
@@ -787,6 +827,7 @@ fn train_with(
             epsilon: eps_now,
             lr: opt.config.lr_at(step as usize - 1),
             seconds: ts.elapsed().as_secs_f64(),
+            dropped_nonfinite: dropped,
         };
         progress.step(&row);
         loss_rows.push(row);
@@ -812,11 +853,13 @@ fn train_with(
                 seed_policy: policy,
             }
             .save(&paths.checkpoint())?;
+            crate::ledger::kill_point("train:checkpoint");
         }
     }
     // Final: ledger first, then the adapter, the checkpoint and the loss log.
     ledger.refresh()?;
     ledger.write(&paths.ledger())?;
+    crate::ledger::kill_point("train:final-ledger");
     crate::adapter_io::save_params(&paths.adapter(), &cfg.method, &params, weights)?;
     Checkpoint {
         step,
@@ -851,6 +894,7 @@ fn train_with(
         epsilon_pld: ledger.epsilon_pld,
         epsilon_rdp: ledger.epsilon_rdp,
         final_loss: (final_loss.1 > 0).then(|| final_loss.0 / final_loss.1 as f64),
+        dropped_nonfinite: loss_rows.iter().map(|r| r.dropped_nonfinite as u64).sum(),
         stopped_early: stopped,
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -858,7 +902,8 @@ fn train_with(
 
 /// One logical step on the sampled units: per-unit gradients in physical micro-batches →
 /// clip → sum → noise → AdamW (`--no-dp`: the summed gradient of shared parameters, no
-/// clipping or noise). Returns (sum of example losses, number of examples). `dpsynth train`
+/// clipping or noise). Returns (sum of example losses, number of examples, units dropped for
+/// a non-finite gradient). `dpsynth train`
 /// and the step benchmark both run this function.
 ///
 /// # Privacy
@@ -877,7 +922,7 @@ pub(crate) fn logical_step(
     data: &PreparedData,
     sampled: &[usize],
     noise: &mut DpRng,
-) -> Result<(f64, usize)> {
+) -> Result<(f64, usize, usize)> {
     let shapes: Vec<Vec<usize>> = params.tensors.iter().map(|t| t.dims().to_vec()).collect();
     let eb = cfg.expected_batch as f64;
     let dev = model.base.device();
@@ -887,7 +932,7 @@ pub(crate) fn logical_step(
             acc.accumulate(g.sum_without_privacy()?)
         })?;
         opt.step(params, acc.into_gradient(eb)?)?;
-        return Ok((l, n));
+        return Ok((l, n, 0));
     }
     let sigma = sigma.ok_or_else(|| TrainError::Other("DP step without σ".into()))?;
     let mut acc = ClippedSum::zeros(&shapes, cfg.clip_norm, dev)?;
@@ -895,9 +940,10 @@ pub(crate) fn logical_step(
         let (c, _) = g.clip_and_sum(cfg.clip_norm)?;
         acc.accumulate(c)
     })?;
+    let dropped = acc.dropped_nonfinite();
     let noisy = acc.add_noise(sigma, eb, noise)?;
     opt.step(params, noisy)?;
-    Ok((l, n))
+    Ok((l, n, dropped))
 }
 
 /// Physical micro-batches of one logical batch, as lists of units. Units are sorted by
@@ -950,6 +996,68 @@ pub fn plan_microbatches(
         out.push(cur);
     }
     out
+}
+
+/// The ledger of the run being resumed, checked against the plan recomputed now.
+///
+/// # Privacy
+/// Resuming reuses everything the ledger already records as released, above all the label
+/// histogram: a run killed before its first checkpoint continues with the histogram in its
+/// ledger instead of drawing a second one (a second independent draw would be a second
+/// Gaussian release the ledger does not count). The recomputed plan must equal the recorded
+/// one ([`Ledger::plan_mismatches`]), and the configuration must equal the one the run wrote.
+fn resume_ledger(
+    cfg: &TrainConfig,
+    paths: &RunPaths,
+    fresh: &Ledger,
+    plan: &Plan,
+    data: &PreparedData,
+) -> Result<Ledger> {
+    if !paths.ledger().exists() {
+        return Err(TrainError::Checkpoint {
+            path: paths.dir.clone(),
+            msg: "--resume: no privacy.json here, so nothing was released and there is nothing \
+                  to resume; start without --resume (no budget spent)"
+                .into(),
+        });
+    }
+    // config.json is written right after the first ledger: compare when it exists.
+    if let Ok(text) = std::fs::read_to_string(paths.config()) {
+        let old: TrainConfig = serde_json::from_str(&text)
+            .map_err(|e| TrainError::file(paths.config(), format!("not a training config: {e}")))?;
+        check_identity(&old.identity(), cfg, &paths.config())?;
+    }
+    let ledger = Ledger::read(&paths.ledger())?;
+    let bad = ledger.plan_mismatches(fresh, plan.label_sigma, &data.labels);
+    if !bad.is_empty() {
+        return Err(TrainError::Checkpoint {
+            path: paths.ledger(),
+            msg: format!(
+                "--resume refused: the plan recomputed from the data and configuration differs \
+                 from the one this ledger accounts ({}); a resumed run must train with exactly \
+                 the accounted parameters. Restore the original data/config/version, or start a \
+                 new --out directory (this one's spend stays recorded in its ledger)",
+                bad.join("; ")
+            ),
+        });
+    }
+    Ok(ledger)
+}
+
+/// The resumed run's configuration must equal the one recorded at `path`.
+fn check_identity(recorded: &serde_json::Value, cfg: &TrainConfig, path: &Path) -> Result<()> {
+    if *recorded == cfg.identity() {
+        return Ok(());
+    }
+    let diff = checkpoint::diff_fields(recorded, &cfg.identity());
+    Err(TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!(
+            "it was written by a run with a different configuration (differs in: {}); \
+             resume with the same settings or start a new --out directory (no budget spent)",
+            diff.join(", ")
+        ),
+    })
 }
 
 /// Run the sampled units' gradients in physical micro-batches ([`plan_microbatches`]) and
@@ -1011,16 +1119,17 @@ fn for_each_microbatch(
 }
 
 fn write_loss_csv(path: &Path, rows: &[StepInfo]) -> Result<()> {
-    let mut s = String::from("step,batch,loss,epsilon,lr,seconds\n");
+    let mut s = String::from("step,batch,loss,epsilon,lr,seconds,dropped_nonfinite\n");
     for r in rows {
         s.push_str(&format!(
-            "{},{},{},{},{},{:.3}\n",
+            "{},{},{},{},{},{:.3},{}\n",
             r.step,
             r.batch,
             r.loss,
             r.epsilon.map(|e| e.to_string()).unwrap_or_default(),
             r.lr,
-            r.seconds
+            r.seconds,
+            r.dropped_nonfinite
         ));
     }
     std::fs::write(path, s).map_err(|e| TrainError::file(path, e))
