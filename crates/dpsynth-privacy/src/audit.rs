@@ -22,6 +22,11 @@
 //! `(1 − confidence)/G` (Bonferroni / union bound over the G grid points), so the reported bound
 //! holds at the stated confidence *including* the search. (The paper's experiments report the best
 //! choice without correction and note the issue; we do not.)
+//!
+//! An audit can only report what its size allows: with m canaries, a grid of G guess sizes and
+//! every guess right, the bound is at most [`audit_ceiling`] (≈ ln(r / ln(G/(1 − confidence)))
+//! for the largest r of the grid). When that ceiling is at or below the claimed ε the audit
+//! cannot detect a violation at all and its verdict must be "inconclusive", not "consistent".
 
 use crate::error::{check_delta, PrivacyError};
 use crate::rng::SecureRng;
@@ -156,6 +161,57 @@ pub struct AuditResult {
     pub confidence: f64,
     /// δ of the null hypothesis.
     pub delta: f64,
+    /// The audit's own ceiling: the bound if every guess at every grid point were right
+    /// ([`audit_ceiling`]). A claimed ε at or above it cannot be refuted by this audit.
+    #[serde(default)]
+    pub ceiling: f64,
+}
+
+/// The largest ε lower bound [`audit_from_scores`] can report with `m` canaries and this guess
+/// grid (default [`default_guess_grid`]) at `confidence` and `delta`: the bound if every guess
+/// at every grid point were right (v = r), after the same union bound over the grid.
+///
+/// # Privacy
+/// Not a statement about any run; it is the audit's power limit. A verdict "consistent" is
+/// only informative when the claimed ε is below this ceiling (Steinke, Nasr & Jagielski 2023,
+/// Thm. 5.2 with v = r).
+pub fn audit_ceiling(
+    m: usize,
+    grid: Option<&[(usize, usize)]>,
+    confidence: f64,
+    delta: f64,
+) -> Result<f64, PrivacyError> {
+    let default;
+    let grid = match grid {
+        Some(g) => g,
+        None => {
+            default = default_guess_grid(m);
+            &default
+        }
+    };
+    if grid.is_empty() || grid.iter().any(|&(kp, km)| kp + km == 0 || kp + km > m) {
+        return Err(PrivacyError::invalid(
+            "guess grid",
+            grid.len() as f64,
+            "each (k+, k−) needs 1 ≤ k+ + k− ≤ number of canaries",
+        ));
+    }
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(PrivacyError::invalid(
+            "confidence",
+            confidence,
+            "must be in (0, 1), e.g. 0.95",
+        ));
+    }
+    let per_test_conf = 1.0 - (1.0 - confidence) / grid.len() as f64;
+    let mut rs: Vec<u64> = grid.iter().map(|&(kp, km)| (kp + km) as u64).collect();
+    rs.sort_unstable();
+    rs.dedup();
+    let mut best = 0.0f64;
+    for r in rs {
+        best = best.max(epsilon_lower_bound(m as u64, r, r, delta, per_test_conf)?);
+    }
+    Ok(best)
 }
 
 /// A guess grid fixed in advance: k+ = k− = k (symmetric) and k+ = k, k− = 0, for k in a
@@ -250,6 +306,7 @@ pub fn audit_from_scores(
     let g = grid.len();
     // Each test at level (1 − confidence)/G, i.e. confidence 1 − (1 − confidence)/G.
     let per_test_conf = 1.0 - (1.0 - confidence) / g as f64;
+    let ceiling = audit_ceiling(m, Some(grid), confidence, delta)?;
     let mut best: Option<AuditResult> = None;
     for &(kp, km) in grid {
         let v = top_in[kp] + bottom_out[km];
@@ -266,6 +323,7 @@ pub fn audit_from_scores(
                 hypotheses: g,
                 confidence,
                 delta,
+                ceiling,
             });
         }
     }
@@ -428,5 +486,100 @@ mod tests {
             secret_sharer_canaries(&mut r1, 5, 6).unwrap(),
             secret_sharer_canaries(&mut r2, 5, 6).unwrap()
         );
+    }
+
+    /// Reference: Thm. 5.2's p-value computed directly with exact integer binomial
+    /// coefficients (u128) and plain products, for every v of small r, several ε and δ.
+    #[test]
+    fn p_value_matches_exact_binomial_reference() {
+        fn choose(n: u64, k: u64) -> u128 {
+            let k = k.min(n - k);
+            let mut c: u128 = 1;
+            for i in 0..k {
+                c = c * (n - i) as u128 / (i + 1) as u128;
+            }
+            c
+        }
+        fn reference(m: u64, r: u64, v: u64, eps: f64, delta: f64) -> f64 {
+            let p = eps.exp() / (1.0 + eps.exp());
+            let pmf = |k: u64| {
+                choose(r, k) as f64 * p.powi(k as i32) * (1.0 - p).powi((r - k) as i32)
+            };
+            if v == 0 {
+                return 1.0;
+            }
+            let beta: f64 = (v..=r).map(pmf).sum();
+            let alpha = (1..=v)
+                .map(|i| (v - i..v).map(pmf).sum::<f64>() / i as f64)
+                .fold(0.0, f64::max);
+            (beta + 2.0 * m as f64 * delta * alpha).min(1.0)
+        }
+        for &r in &[1u64, 7, 20, 45, 60] {
+            for v in 0..=r {
+                for &eps in &[0.0, 0.3, 1.0, 2.5, 5.0] {
+                    for &delta in &[0.0, 1e-5, 1e-3] {
+                        let got = p_value(200, r, v, eps, delta).unwrap();
+                        let want = reference(200, r, v, eps, delta);
+                        assert!(
+                            (got - want).abs() <= 1e-9 * want.max(1e-300) + 1e-300,
+                            "r={r} v={v} ε={eps} δ={delta}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+        // The bound is the ε where the exact p-value crosses 1 − confidence, from below.
+        for &(r, v) in &[(60u64, 60u64), (60, 55), (45, 40), (20, 20)] {
+            let e = epsilon_lower_bound(200, r, v, 1e-5, 0.95).unwrap();
+            assert!(e > 0.0);
+            assert!(reference(200, r, v, e, 1e-5) < 0.05, "r={r} v={v}");
+            assert!(reference(200, r, v, e + 1e-6, 1e-5) >= 0.05 - 1e-9, "r={r} v={v}");
+        }
+    }
+
+    /// The ceiling is the bound with every guess right, it dominates every reported bound,
+    /// and it grows with the number of canaries (128 canaries cannot refute ε = 3).
+    #[test]
+    fn ceiling_bounds_every_result_and_grows_with_m() {
+        let c128 = audit_ceiling(128, None, 0.95, 1e-5).unwrap();
+        assert!(c128 < 3.1, "{c128}");
+        let c1024 = audit_ceiling(1024, None, 0.95, 1e-5).unwrap();
+        assert!(c1024 > 4.5 && c1024 > c128, "{c1024}");
+        // Perfect separation at m = 1024 reaches the ceiling exactly.
+        let bits: Vec<bool> = (0..1024).map(|i| i % 3 != 0).collect();
+        let scores: Vec<f64> = bits.iter().map(|&b| b as u8 as f64).collect();
+        let grid = [(300usize, 300usize), (100, 0)];
+        let res = audit_from_scores(&scores, &bits, 0.95, 1e-5, Some(&grid)).unwrap();
+        assert_eq!(res.v, res.r);
+        assert!((res.ceiling - res.epsilon_lower_bound).abs() < 1e-12, "{res:?}");
+        let mut rng = SecureRng::seeded(3);
+        let noise: Vec<f64> = (0..1024).map(|_| rng.uniform()).collect();
+        let res = audit_from_scores(&noise, &bits, 0.95, 1e-5, None).unwrap();
+        assert!(res.epsilon_lower_bound <= res.ceiling);
+        assert!((res.ceiling - c1024).abs() < 1e-12);
+        assert!(audit_ceiling(10, Some(&[]), 0.95, 0.0).is_err());
+        assert!(audit_ceiling(10, Some(&[(6, 6)]), 0.95, 0.0).is_err());
+    }
+
+    /// Validity by repetition: for an ε-DP mechanism (randomized response on each bit, the
+    /// worst case for this test), the bound exceeds ε in at most ~5% of audits.
+    #[test]
+    fn bound_exceeds_true_epsilon_rarely() {
+        let (m, eps) = (512usize, 1.5f64);
+        let keep = eps.exp() / (1.0 + eps.exp());
+        let mut over = 0;
+        let trials = 100;
+        for t in 0..trials {
+            let mut rng = SecureRng::seeded(500 + t);
+            let bits = inclusion_bits(&mut rng, m);
+            let scores: Vec<f64> = bits
+                .iter()
+                .map(|&b| ((b ^ (rng.uniform() > keep)) as u8) as f64 + 1e-3 * rng.uniform())
+                .collect();
+            let res = audit_from_scores(&scores, &bits, 0.95, 0.0, None).unwrap();
+            over += (res.epsilon_lower_bound > eps) as usize;
+        }
+        // 5% would be 5 of 100; the union bound makes it rarer (binomial sd ≈ 2.2).
+        assert!(over <= 10, "{over} of {trials} audits exceeded the true ε");
     }
 }
