@@ -444,7 +444,7 @@ mod bert {
                 vb
             };
             let h = cfg.hidden_size;
-            if cfg.num_attention_heads == 0 || h % cfg.num_attention_heads != 0 {
+            if cfg.num_attention_heads == 0 || !h.is_multiple_of(cfg.num_attention_heads) {
                 return Err(EvalError::Invalid(format!(
                     "MiniLM config: hidden_size {h} not divisible by num_attention_heads {}",
                     cfg.num_attention_heads

@@ -1,7 +1,7 @@
 //! Fast products with frozen weights: bf16 weights, bf16-rounded activations, f32 accumulation.
 //!
 //! [`PackedWeight`] holds a frozen weight `W: [out, in]` (Hugging Face layout) as bf16, packed in
-//! column panels. Three kernel paths compute the same products (bf16 operands, exact bf16 × bf16
+//! column panels. Four kernel paths compute the same products (bf16 operands, exact bf16 × bf16
 //! products, f32 accumulation; results agree up to f32 summation order), chosen at run time per
 //! machine ([`kernel_path`]):
 //!
@@ -11,15 +11,18 @@
 //!   use; the tile configuration is loaded at the start of every task and released at its end.
 //! - [`KernelPath::Avx512Bf16`]: an 8 × 32 register-blocked AVX-512 BF16 microkernel
 //!   (`vdpbf16ps`: 32 bf16 products accumulated into 16 f32 lanes per instruction).
+//! - [`KernelPath::Avx512Fma`]: the same 8 × 32 blocking with f32 FMAs on the bf16 values
+//!   (shift/mask to f32). On the Intel Xeon here `vdpbf16ps` issues about once per 2-3 cycles
+//!   (measured 1.1-1.4 G instructions/s against 5-6.6 G for `vfmadd231ps` zmm), so the FMA
+//!   kernel is ~1.5× faster there; on AMD Zen the BF16 kernel wins.
 //! - [`KernelPath::Portable`]: ordinary f32 arithmetic on the bf16 values (compiled for AVX2 + FMA
 //!   when the CPU has them).
 //!
-//! Choice: `DPSYNTH_KERNEL=amx|avx512bf16|portable` forces a path (an unavailable one falls back
+//! Choice: `DPSYNTH_KERNEL=amx|avx512bf16|avx512fma|portable` forces a path (an unavailable one falls back
 //! to the best available, with a note in [`kernel_path_note`]); `DPSYNTH_BF16=0` means
-//! `portable`; otherwise the first available of AMX, AVX-512 BF16, portable. On the AMX path,
-//! products with fewer than [`AMX_MIN_ROWS`] rows (token-by-token decoding) run on the AVX-512
-//! BF16 microkernel: a 16-row tile would be mostly padding, and such products stream their
-//! weights from memory anyway.
+//! `portable`; otherwise AMX when available, else the faster of the two AVX-512 register kernels
+//! (BF16 `vdpbf16ps` or f32 FMA), measured once at first use, else portable. A row's result does
+//! not depend on how many rows share the product (see [`AMX_MIN_ROWS`]).
 //!
 //! Numerics: every product `x[i,k]·W[n,k]` is computed exactly (bf16 × bf16 fits in f32), the
 //! only errors are the bf16 rounding of `x` and `W` (round to nearest even, relative 2⁻⁹ each)
@@ -37,10 +40,12 @@
 //! CPU time): AMD EPYC Zen 5 (AVX-512 BF16 path): 1024×576×1536 ≈ 460 GFLOP/s forward and ≈ 410
 //! input gradient (candle f32 matmul ≈ 125); 32×576×1536 ≈ 500; the 8×576×49152 lm head ≈ 245
 //! (its 56 MB of bf16 weights stream from DRAM); the portable kernel (AVX2) 110-160. Intel Xeon
-//! (Sapphire-Rapids-class KVM guest, "Intel(R) Xeon(R) Processor"): see the crate's REPORT in
-//! the commit log and `kernel_bench`; the AVX-512 BF16 path runs ≈ 67 GFLOP/s there
-//! (`vdpbf16ps` issues at half the rate of Zen 5's), the AMX path much faster.
-//!
+//! ("Intel(R) Xeon(R) Processor", Sapphire-Rapids-class KVM guest with AMX, 2 vCPUs, load
+//! average 10-14 from other jobs, so ±20%), forward / input gradient in GFLOP/s:
+//! 1024×576×1536 AMX 259 / 297, AVX-512 FMA 128 / 131, AVX-512 BF16 90 / 91, portable 60,
+//! candle f32 87; 32×576×1536 AMX 388 / 625, FMA 145, BF16 103, candle 64; 8×576×49152 (lm
+//! head, weights from DRAM) AMX 52, FMA 46, BF16 39, candle 16.
+
 //! Threading: the product is split over column panels (and, when there are few panels, over
 //! row blocks) with rayon's global pool (`RAYON_NUM_THREADS` applies). Small products run on the
 //! calling thread.
@@ -358,9 +363,13 @@ pub fn available_paths() -> Vec<KernelPath> {
         .collect()
 }
 
-/// Below this many rows the AMX path runs a product on the AVX-512 BF16 microkernel (see the
-/// crate documentation).
-pub const AMX_MIN_ROWS: usize = 8;
+/// Below this many rows the AMX path runs a product on the faster AVX-512 register kernel.
+/// 1, i.e. never: with 8, a MiniLM sentence embedded alone (under 8 tokens) took a different
+/// summation order than in a batch, and since activations are rounded to bf16 at every layer,
+/// f32-level differences grew to 4e-4 in the embedding. With one kernel for all row counts a
+/// row's result does not depend on the rows it shares a product with. (Decode-size products
+/// stream their weights from memory: 1×576×49152 ran 8-10 GFLOP/s on every path.)
+pub const AMX_MIN_ROWS: usize = 1;
 
 struct Choice {
     path: KernelPath,
@@ -394,7 +403,7 @@ fn choice() -> &'static Choice {
                 None => Choice {
                     path: best,
                     note: format!(
-                        "unknown DPSYNTH_KERNEL={r} (amx, avx512bf16, portable, auto); using {best}"
+                        "unknown DPSYNTH_KERNEL={r} (amx, avx512bf16, avx512fma, portable, auto); using {best}"
                     ),
                 },
             };
