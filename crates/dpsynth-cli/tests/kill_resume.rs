@@ -4,6 +4,11 @@
 //! Uses a tiny random llama (saved as a Hugging Face directory) and a tiny word-level tokenizer,
 //! so it needs no assets and runs in seconds; the pipeline stops after the train stage (`--to
 //! train`), so no embedding model is needed either.
+//!
+//! Besides one real `kill -9` from outside, the runs are killed at named points (the
+//! `DPSYNTH_KILL_AT` hook, `dpsynth_train::ledger::kill_point`, which sends the process SIGKILL
+//! there): every stage boundary up to training and every point inside training where a crash
+//! could lose or repeat a privacy spend, including before the first checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,6 +35,10 @@ fn setup(root: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn args(dir: &Path, model: &Path, data: &Path) -> Vec<String> {
+    args_steps(dir, model, data, 400)
+}
+
+fn args_steps(dir: &Path, model: &Path, data: &Path, steps: u64) -> Vec<String> {
     [
         "run",
         "--to",
@@ -43,7 +52,7 @@ fn args(dir: &Path, model: &Path, data: &Path) -> Vec<String> {
         "--epsilon",
         "3",
         "--steps",
-        "400",
+        &steps.to_string(),
         "--batch-size",
         "16",
         "--max-seq-len",
@@ -151,9 +160,99 @@ fn kill_9_mid_training_then_rerun_gives_the_same_ledger_and_no_double_spend() {
     let stage = json(&dir.join("stages/train.json"));
     assert_eq!(stage["status"], "done");
     assert_eq!(stage["attempts"], 2);
+    // The run ledger holds no statistic of the private batches (the final loss is kept, marked,
+    // in the stage record).
+    assert!(
+        entries[0]["details"].get("final_loss").is_none(),
+        "{:?}",
+        entries[0]
+    );
+    assert!(entries[0]["details"]["steps_done"].as_u64() == Some(400));
+    assert!(stage["summary"]["private_not_covered_by_guarantee"]
+        .get("final_loss")
+        .is_some());
     // The histogram was released once, in the training ledger, with the Gaussian mechanism.
     let t = json(&dir.join("train/privacy.json"));
     assert!(t["label_histogram"]["noise_multiplier"].as_f64().unwrap() > 0.0);
     let h = json(&dir.join("histogram.json"));
     assert_eq!(h["mechanism"], "gaussian");
+}
+
+/// The label histogram as released in the training ledger (None before it is written).
+fn released_histogram(dir: &Path) -> Option<serde_json::Value> {
+    let p = dir.join("train/privacy.json");
+    p.exists().then(|| json(&p)["label_histogram"].clone())
+}
+
+#[test]
+fn kill_at_every_boundary_then_rerun_releases_one_histogram_and_the_planned_steps() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = tempfile::tempdir().unwrap();
+    let (model, data) = setup(root.path());
+    let steps = 24;
+    let clean = root.path().join("clean");
+    run_to_end(&args_steps(&clean, &model, &data, steps));
+    let (eps_clean, _, _, _) = ledgers(&clean);
+    let points = [
+        "stage:data:start",
+        "stage:data:end",
+        "stage:train:start",
+        // The histogram is in train/privacy.json, no step has run, no checkpoint exists.
+        "train:histogram-released",
+        "train:checkpoint",
+        "train:final-ledger",
+        "stage:train:end",
+    ];
+    for point in points {
+        let dir = root.path().join(point.replace(':', "-"));
+        let a = args_steps(&dir, &model, &data, steps);
+        let out = Command::new(bin())
+            .args(&a)
+            .env("DPSYNTH_KILL_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point}: not killed there: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let before = released_histogram(&dir);
+        if point.starts_with("train:") {
+            assert!(before.is_some(), "{point}: the histogram was released");
+            assert!(
+                !dir.join("train/adapter").exists(),
+                "{point}: no adapter yet"
+            );
+        }
+        run_to_end(&a);
+        let (eps, steps_spent, entries, cur) = ledgers(&dir);
+        assert_eq!(steps_spent, steps, "{point}: exactly the planned steps");
+        assert_eq!(entries.len(), 1, "{point}: one release: {entries:?}");
+        assert!(!entries[0]["superseded"].as_bool().unwrap(), "{point}");
+        assert!(
+            (eps - eps_clean).abs() < 1e-9,
+            "{point}: ε {eps} vs uninterrupted {eps_clean}"
+        );
+        assert!(
+            (cur - eps).abs() < 1e-12,
+            "{point}: run ledger = training ledger"
+        );
+        let after = released_histogram(&dir).unwrap();
+        if let Some(b) = before {
+            assert_eq!(b, after, "{point}: the released histogram was drawn again");
+        }
+        // No discarded training directory holds a second histogram.
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("train.") {
+                assert!(
+                    !p.join("privacy.json").exists(),
+                    "{point}: {name} holds a released histogram that was set aside"
+                );
+            }
+        }
+        assert_eq!(json(&dir.join("stages/train.json"))["status"], "done");
+    }
 }

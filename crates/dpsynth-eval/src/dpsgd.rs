@@ -274,7 +274,11 @@ impl PerExampleSource for DenseRows {
     fn weighted_sum(self, factors: &[f64]) -> Vec<f64> {
         let mut s = vec![0.0; self.dim];
         for (r, f) in self.rows.iter().zip(factors) {
-            assert_eq!(r.len(), self.dim, "per-example gradient of the wrong length");
+            assert_eq!(
+                r.len(),
+                self.dim,
+                "per-example gradient of the wrong length"
+            );
             for (a, b) in s.iter_mut().zip(r) {
                 *a += f * b;
             }

@@ -29,9 +29,10 @@ mod pipeline;
 pub mod progress;
 pub mod textstats;
 
+pub use pipeline::files as output_files;
 pub use pipeline::{
-    default_cache_dir, evaluate, ClassifierKind, ComparisonRow, EvalConfig, EvalReport, LabelCheck,
-    TrainingSet,
+    default_cache_dir, evaluate, shared_cache_dir, ClassifierKind, ComparisonRow, EvalConfig,
+    EvalReport, LabelCheck, PublicMetrics, TrainingSet,
 };
 pub use progress::Progress;
 

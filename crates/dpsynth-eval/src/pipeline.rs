@@ -63,9 +63,13 @@ pub struct EvalConfig {
     pub out_dir: Option<PathBuf>,
     pub classifiers: Vec<ClassifierKind>,
     pub minilm_dir: Option<PathBuf>,
-    /// Embedding cache (default: `$DPSYNTH_CACHE`, else `$XDG_CACHE_HOME/dpsynth/embeddings`,
-    /// else `~/.cache/dpsynth/embeddings`).
+    /// A shared embedding cache, used only when set (on request: `--cache-dir`, or
+    /// [`shared_cache_dir`]). By default embeddings are cached privately in the output
+    /// directory ([`EvalConfig::effective_cache_dir`]).
     pub cache_dir: Option<PathBuf>,
+    /// Cache embeddings at all (`false`: recompute every time, write nothing).
+    #[serde(default = "yes")]
+    pub cache_embeddings: bool,
     /// Run the DP-SGD baseline at this (ε, δ) when set.
     pub epsilon: Option<f64>,
     pub delta: f64,
@@ -92,7 +96,8 @@ impl EvalConfig {
             out_dir: None,
             classifiers: vec![ClassifierKind::Logreg, ClassifierKind::Cnn],
             minilm_dir: None,
-            cache_dir: default_cache_dir(),
+            cache_dir: None,
+            cache_embeddings: true,
             epsilon: None,
             delta: 1e-5,
             real_baseline: true,
@@ -126,6 +131,46 @@ impl EvalConfig {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// Folder, inside the output directory, of the default (private) embedding cache.
+pub const PRIVATE_CACHE_DIR: &str = "embeddings_private";
+
+impl EvalConfig {
+    /// Where embeddings are cached: the shared `cache_dir` when one was requested, else
+    /// `<out_dir>/embeddings_private` (none without an output directory or with
+    /// `cache_embeddings = false`).
+    ///
+    /// # Privacy
+    /// The cache holds MiniLM embeddings of the private training and test texts: a non-private
+    /// function of each record. By default it stays with the run's other private files (the
+    /// output directory), under a name that says so; a cache outside the run directory (e.g.
+    /// in the user's home, shared between runs) is used only on explicit request.
+    pub fn effective_cache_dir(&self) -> Option<PathBuf> {
+        if !self.cache_embeddings {
+            return None;
+        }
+        self.cache_dir
+            .clone()
+            .or_else(|| self.out_dir.as_ref().map(|d| d.join(PRIVATE_CACHE_DIR)))
+    }
+}
+
+/// The shared cache location when the user asked for one through the environment
+/// (`$DPSYNTH_CACHE/embeddings`); `None` otherwise. The default is the private per-run cache.
+pub fn shared_cache_dir() -> Option<PathBuf> {
+    std::env::var("DPSYNTH_CACHE")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("embeddings"))
+}
+
+/// A conventional shared cache location (`$DPSYNTH_CACHE/embeddings`, else
+/// `$XDG_CACHE_HOME/dpsynth/embeddings`, else `~/.cache/dpsynth/embeddings`), for callers that
+/// explicitly want one (examples, `dpsynth evaluate --shared-cache`). Not a default: it holds
+/// embeddings of private texts outside the run directory.
 pub fn default_cache_dir() -> Option<PathBuf> {
     if let Ok(d) = std::env::var("DPSYNTH_CACHE") {
         return Some(PathBuf::from(d).join("embeddings"));
@@ -188,7 +233,12 @@ pub struct LabelCheck {
     pub warnings: Vec<String>,
 }
 
-/// Everything an evaluation measured (this is metrics.json; no private text in it).
+/// Everything an evaluation measured: `metrics_private.json` (no quoted text, but exact,
+/// non-private statistics of the training and test sets). [`EvalReport::public_part`] is the
+/// part the DP guarantee covers (`metrics.json`).
+///
+/// A new field lands in the private file only; to publish it, add it to [`PublicMetrics`]
+/// (and say there why the guarantee covers it).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     pub synthetic: String,
@@ -205,7 +255,106 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
+/// Names of the evaluation's output files.
+pub mod files {
+    /// Results covered by the DP guarantee ([`super::PublicMetrics`]).
+    pub const METRICS: &str = "metrics.json";
+    /// Everything measured, including non-private statistics of the private data.
+    pub const METRICS_PRIVATE: &str = "metrics_private.json";
+    /// Quotes of training records (the memorization check's worst cases).
+    pub const MEMORIZATION_PRIVATE: &str = "memorization_private.json";
+}
+
+impl TrainingSet {
+    /// Whether a row trained on this set is covered by a DP guarantee for the training records:
+    /// the synthetic data (post-processing of the DP fine-tuning) and the DP-SGD baseline (its
+    /// own (ε, δ)). The non-private ceiling reads the training records without protection.
+    pub fn covered_by_guarantee(&self) -> bool {
+        match self {
+            Self::Synthetic | Self::RealDpSgd { .. } => true,
+            Self::RealNonPrivate => false,
+        }
+    }
+}
+
+/// `metrics.json`: the results the DP guarantee covers, for sharing (`dpsynth report --public`
+/// reads only this file, and only when `covered_by_guarantee` is true).
+///
+/// # Privacy
+/// Each field is a function of the synthetic data (DP post-processing), of a DP-SGD baseline
+/// model (its own (ε, δ) release on the training records; the run ledger counts it), of the
+/// public MiniLM model, and of the held-out test records. It holds no statistic of the
+/// training records computed without noise. The guarantee is about the training records: the
+/// test records enter these numbers unprotected (one accuracy per classifier, MAUVE's
+/// histograms), as in any published benchmark score.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublicMetrics {
+    /// `true`: written by this split (the file is covered by the guarantee).
+    pub covered_by_guarantee: bool,
+    pub note: String,
+    /// The label set (public schema).
+    pub labels: Vec<String>,
+    /// Classifiers trained on the synthetic data and the DP-SGD baselines, on the real test set.
+    pub rows: Vec<ComparisonRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mauve: Option<MauveResult>,
+    /// Statistics of the synthetic data.
+    pub synthetic_stats: Option<TextStats>,
+}
+
+/// `metrics_private.json`: the whole [`EvalReport`], marked.
+#[derive(Serialize)]
+struct PrivateMetricsFile<'a> {
+    covered_by_guarantee: bool,
+    note: &'static str,
+    #[serde(flatten)]
+    report: &'a EvalReport,
+}
+
+const PUBLIC_NOTE: &str = "Covered by the DP guarantee for the training records: results of \
+classifiers trained on the synthetic data and of the DP-SGD baselines (each its own (ε, δ) \
+release, counted in the run ledger), measured on the held-out test set. Statistics of the \
+training data are in metrics_private.json.";
+
+const PRIVATE_NOTE: &str = "PRIVATE: NOT covered by the DP guarantee. Exact statistics of the \
+private training and test data (label counts, lengths, vocabulary, the memorization check, the \
+non-private ceiling). For the data holder only; `dpsynth report --public` never reads this file.";
+
 impl EvalReport {
+    /// The part of the report the DP guarantee covers (see [`PublicMetrics`]).
+    pub fn public_part(&self) -> PublicMetrics {
+        PublicMetrics {
+            covered_by_guarantee: true,
+            note: PUBLIC_NOTE.into(),
+            labels: self.labels.labels.clone(),
+            rows: self
+                .rows
+                .iter()
+                .filter(|r| r.training.covered_by_guarantee())
+                .cloned()
+                .collect(),
+            mauve: self.mauve.clone(),
+            synthetic_stats: self.stats.get("synthetic").cloned(),
+        }
+    }
+
+    /// Write `metrics.json` (covered by the guarantee) and `metrics_private.json` (everything,
+    /// marked private) into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let p = dir.join(files::METRICS);
+        std::fs::write(&p, serde_json::to_string_pretty(&self.public_part())?)
+            .map_err(io_err(&p))?;
+        let p = dir.join(files::METRICS_PRIVATE);
+        let private = PrivateMetricsFile {
+            covered_by_guarantee: false,
+            note: PRIVATE_NOTE,
+            report: self,
+        };
+        std::fs::write(&p, serde_json::to_string_pretty(&private)?).map_err(io_err(&p))?;
+        Ok(())
+    }
+
     /// Plain-text comparison table.
     pub fn table(&self) -> String {
         let mut s = String::new();
@@ -355,8 +504,10 @@ fn drop_empty(records: Vec<Record>, what: &str, warnings: &mut Vec<String>) -> R
 /// # Privacy
 /// Reading the synthetic data is post-processing of the DP fine-tuning. The real→real row, the
 /// statistics of the training set and the memorization check read the *private* training data
-/// without privacy: their output is for the data holder; `metrics.json` holds aggregates only,
-/// and quotes of training records go to `memorization_private.json`. The DP-SGD baseline rows
+/// without privacy: their output is for the data holder, in `metrics_private.json`; quotes of
+/// training records go to `memorization_private.json`; `metrics.json` holds only what the
+/// guarantee covers ([`PublicMetrics`]). Embeddings of the private texts are cached privately
+/// ([`EvalConfig::effective_cache_dir`]). The DP-SGD baseline rows
 /// are (ε, δ)-DP with respect to the training set (see [`crate::dpsgd`]): the logistic
 /// regression sees only public-model embeddings of each record, and the DP CNN's vocabulary
 /// and frozen embedding table come from the public MiniLM files ([`PublicEmbedding`]), never
@@ -395,6 +546,7 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
     let need_embed = cfg.classifiers.contains(&ClassifierKind::Logreg) || cfg.mauve_max_texts >= 2;
     let need_vocab = cfg.classifiers.contains(&ClassifierKind::Cnn) && cfg.epsilon.is_some();
     let mut cache_hits = 0;
+    let cache = cfg.effective_cache_dir();
     let mut public_emb = None;
     let emb = if need_embed || need_vocab {
         let dir = find_minilm_dir(cfg.minilm_dir.as_deref()).ok_or_else(|| {
@@ -409,11 +561,14 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
             public_emb = Some(PublicEmbedding::from_minilm(&dir, cfg.cnn.embed_dim)?);
         }
         if need_embed {
+            if let Some(c) = &cache {
+                mark_private_cache(c)?;
+            }
             progress.note("loading MiniLM");
             let m = MiniLm::load(&dir, &device)?;
             let mut out = Vec::new();
             for t in [&t_syn, &t_train, &t_test] {
-                let (e, hit) = m.embed_cached(t, cfg.cache_dir.as_deref(), progress)?;
+                let (e, hit) = m.embed_cached(t, cache.as_deref(), progress)?;
                 cache_hits += hit as usize;
                 out.push(e);
             }
@@ -531,11 +686,62 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
         seconds: t0.elapsed().as_secs_f64(),
     };
     if let Some(dir) = &cfg.out_dir {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let p = dir.join("metrics.json");
-        std::fs::write(&p, serde_json::to_string_pretty(&report)?).map_err(io_err(&p))?;
-        let p = dir.join("memorization_private.json");
+        report.write(dir)?;
+        let p = dir.join(files::MEMORIZATION_PRIVATE);
         std::fs::write(&p, serde_json::to_string_pretty(&mem_private)?).map_err(io_err(&p))?;
     }
     Ok(report)
+}
+
+/// Put a note into an embedding cache folder saying what it holds.
+fn mark_private_cache(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let p = dir.join("PRIVATE.txt");
+    if !p.exists() {
+        std::fs::write(
+            &p,
+            "PRIVATE: MiniLM embeddings of the texts dpsynth evaluated, including the private \
+             training and test records. NOT covered by any differential-privacy guarantee; do \
+             not share. Safe to delete (recomputed when missing).\n",
+        )
+        .map_err(io_err(&p))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeddings_are_cached_in_the_run_directory_unless_a_shared_cache_is_asked_for() {
+        let mut cfg = EvalConfig::new("s".into(), "tr".into(), "te".into());
+        // The default never points outside the output directory (e.g. to ~/.cache).
+        assert_eq!(cfg.cache_dir, None);
+        assert_eq!(
+            cfg.effective_cache_dir(),
+            None,
+            "no output directory: no cache"
+        );
+        cfg.out_dir = Some("run/eval".into());
+        assert_eq!(
+            cfg.effective_cache_dir(),
+            Some(PathBuf::from("run/eval/embeddings_private"))
+        );
+        cfg.cache_dir = Some("/shared/cache".into());
+        assert_eq!(cfg.effective_cache_dir(), Some("/shared/cache".into()));
+        cfg.cache_embeddings = false;
+        assert_eq!(cfg.effective_cache_dir(), None);
+    }
+
+    #[test]
+    fn only_synthetic_and_dp_rows_are_covered() {
+        assert!(TrainingSet::Synthetic.covered_by_guarantee());
+        assert!(TrainingSet::RealDpSgd {
+            epsilon: 1.0,
+            delta: 1e-5
+        }
+        .covered_by_guarantee());
+        assert!(!TrainingSet::RealNonPrivate.covered_by_guarantee());
+    }
 }

@@ -101,6 +101,36 @@ fn cnn_pipeline_without_assets_and_private_file_separation() {
         "metrics.json must not quote training records"
     );
     assert!(rep.table().contains("synthetic → real test"));
+    // metrics.json holds only what the guarantee covers; everything else is in the marked
+    // private file.
+    let public: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+    assert_eq!(public["covered_by_guarantee"], true);
+    let rows = public["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "only the synthetic row (no DP baseline asked)"
+    );
+    assert_eq!(rows[0]["training"]["kind"], "synthetic");
+    for private_key in [
+        "real_non_private",
+        "memorization",
+        "\"train\"",
+        "exact_duplicates",
+    ] {
+        assert!(
+            !metrics.contains(private_key),
+            "metrics.json holds {private_key}: {metrics}"
+        );
+    }
+    let all: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("out/metrics_private.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(all["covered_by_guarantee"], false);
+    assert!(all["note"].as_str().unwrap().starts_with("PRIVATE"));
+    assert_eq!(all["memorization"]["exact_duplicates"], 1);
+    assert_eq!(all["rows"].as_array().unwrap().len(), 2);
 }
 
 #[test]

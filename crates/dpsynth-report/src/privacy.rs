@@ -5,7 +5,9 @@
 //! histogram with the Gaussian mechanism and composes it with DP-SGD under PLD in
 //! `train/privacy.json` (`dpsynth_train::labels::dp_label_histogram`). The run ledger
 //! (`privacy_ledger.json`) records that one release per training attempt, with the ε the
-//! training ledger reports; it adds nothing of its own.
+//! training ledger reports. The evaluation's DP-SGD baselines, trained on the same records for
+//! comparison, are recorded as *separate* releases: not part of the synthetic data's guarantee,
+//! but composed into the guarantee of any report that shows their results.
 //!
 //! Neighboring relation everywhere: add/remove one record of the private training set
 //! (records are the privacy unit; a person with k records gets group privacy kε).
@@ -62,6 +64,12 @@ pub struct LedgerEntry {
     /// count toward [`RunLedger::spent_in_directory`]: whoever saw them learned from the data.
     #[serde(default)]
     pub superseded: bool,
+    /// A release that is not an input of the synthetic data: a DP-SGD baseline the evaluation
+    /// trained on the same records for comparison. Not part of the synthetic data's guarantee
+    /// ([`RunLedger::current`]), but part of what a report showing its result releases
+    /// ([`RunLedger::reported`]) and of [`RunLedger::spent_in_directory`].
+    #[serde(default)]
+    pub separate: bool,
     #[serde(default)]
     pub details: serde_json::Value,
 }
@@ -150,6 +158,22 @@ impl RunLedger {
     /// separate histogram entry), they are combined by basic sequential composition (Dwork &
     /// Roth 2014, Theorem 3.16: ε and δ add up), which never understates ε.
     pub fn current(&self) -> Guarantee {
+        compose(self.entries.iter().filter(|e| !e.superseded && !e.separate))
+    }
+
+    /// The current separate releases (the evaluation's DP-SGD baselines).
+    pub fn separate_releases(&self) -> impl Iterator<Item = &LedgerEntry> {
+        self.entries.iter().filter(|e| !e.superseded && e.separate)
+    }
+
+    /// The guarantee of everything current together: the synthetic data *and* the separate
+    /// releases (the DP-SGD baselines), i.e. of a report that shows the baselines' results.
+    ///
+    /// # Privacy
+    /// The baselines are independent mechanisms run on the same training records as the
+    /// fine-tuning: basic sequential composition (Dwork & Roth 2014, Thm. 3.16) bounds the
+    /// whole without assuming anything about them, and never understates ε.
+    pub fn reported(&self) -> Guarantee {
         compose(self.entries.iter().filter(|e| !e.superseded))
     }
 
@@ -193,6 +217,7 @@ mod tests {
             delta,
             unix: 0,
             superseded: false,
+            separate: false,
             details: serde_json::Value::Null,
         };
         // One release per run: the training stage's (histogram + DP-SGD, composed by PLD).
@@ -214,5 +239,34 @@ mod tests {
         assert_eq!(back, l);
         l.record(d.path(), e("train", None, 0.0)).unwrap();
         assert!(l.current().epsilon.is_infinite());
+    }
+
+    #[test]
+    fn baselines_are_separate_releases_counted_when_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let mut l = RunLedger::load(d.path()).unwrap();
+        let e = |stage: &str, eps: f64, separate: bool| LedgerEntry {
+            stage: stage.into(),
+            mechanism: "m".into(),
+            epsilon: Some(eps),
+            delta: 1e-5,
+            unix: 0,
+            superseded: false,
+            separate,
+            details: serde_json::Value::Null,
+        };
+        l.record(d.path(), e("train", 3.0, false)).unwrap();
+        l.record(d.path(), e("baseline:logreg", 3.0, true)).unwrap();
+        l.record(d.path(), e("baseline:cnn", 3.0, true)).unwrap();
+        // The synthetic data's guarantee is the training release alone ...
+        assert!((l.current().epsilon - 3.0).abs() < 1e-12);
+        // ... a report showing the baselines releases all three (basic composition).
+        let r = l.reported();
+        assert!((r.epsilon - 9.0).abs() < 1e-12 && (r.delta - 3e-5).abs() < 1e-18);
+        assert_eq!(l.separate_releases().count(), 2);
+        // Re-running the evaluation supersedes a baseline; the directory keeps counting it.
+        l.record(d.path(), e("baseline:cnn", 3.0, true)).unwrap();
+        assert!((l.reported().epsilon - 9.0).abs() < 1e-12);
+        assert!((l.spent_in_directory().epsilon - 12.0).abs() < 1e-12);
     }
 }

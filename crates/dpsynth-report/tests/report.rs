@@ -315,3 +315,119 @@ fn audit_section_shows_verdict_and_bound_next_to_claim() {
         assert!(doc.contains("40 of 40"), "guesses right shown");
     }
 }
+
+/// A run directory evaluated after the public/private split: eval/metrics.json holds what the
+/// guarantee covers, eval/metrics_private.json everything; plus an audit and a DP baseline
+/// recorded in the run ledger as a separate release.
+fn split_fixture() -> (tempfile::TempDir, PathBuf) {
+    let (d, run) = fixture();
+    let mut all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap())
+            .unwrap();
+    all["covered_by_guarantee"] = false.into();
+    all["stats"] = serde_json::json!({
+        "train": {"n": 1024, "max_words": 4711, "vocab_size": 98765,
+                  "label_counts": {"fresh": 5123, "rotten": 4987}},
+        "synthetic": {"n": 200, "max_words": 61, "vocab_size": 1500, "label_counts": {}}
+    });
+    let rows: Vec<serde_json::Value> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["training"]["kind"] != "real_non_private")
+        .cloned()
+        .collect();
+    let public = serde_json::json!({
+        "covered_by_guarantee": true,
+        "note": "Covered by the DP guarantee for the training records: synthetic-data and DP-SGD baseline results.",
+        "labels": ["fresh", "rotten"],
+        "rows": rows,
+        "mauve": all["mauve"].clone(),
+        "synthetic_stats": all["stats"]["synthetic"].clone(),
+    });
+    std::fs::write(run.join("eval/metrics_private.json"), all.to_string()).unwrap();
+    std::fs::write(run.join("eval/metrics.json"), public.to_string()).unwrap();
+    std::fs::create_dir_all(run.join("audit")).unwrap();
+    let audit = serde_json::json!({
+        "version": 1, "verdict": "consistent", "claimed_epsilon": 3.0, "delta": 1e-5,
+        "epsilon_lower_bound": 2.2571, "confidence": 0.95, "canaries": 128, "inserted": 61,
+        "bound": {"v": 40, "r": 44}, "scores": {"auc": 0.61, "mean_inserted": 1.5, "mean_held_out": 0.1}
+    });
+    std::fs::write(run.join("audit/audit.json"), audit.to_string()).unwrap();
+    let mut l: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("privacy_ledger.json")).unwrap())
+            .unwrap();
+    l["entries"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "stage": "baseline:logreg", "mechanism": "DP-SGD baseline", "epsilon": 2.9876,
+            "delta": 1e-5, "unix": 1764464400, "superseded": false, "separate": true, "details": {}
+        }));
+    std::fs::write(run.join("privacy_ledger.json"), l.to_string()).unwrap();
+    (d, run)
+}
+
+#[test]
+fn a_public_report_contains_none_of_the_private_numbers() {
+    let (_d, run) = split_fixture();
+    let opts = ReportOptions {
+        public_only: true,
+        samples_per_label: 1,
+    };
+    let w = write_run_report(&run, &opts).unwrap();
+    let html = std::fs::read_to_string(&w.html).unwrap();
+    let md = std::fs::read_to_string(&w.markdown).unwrap();
+    for doc in [&html, &md] {
+        // Covered: the synthetic-data and DP-baseline results, MAUVE, the guarantee.
+        assert!(doc.contains("ε = 3, δ = 1e-5"));
+        assert!(doc.contains("0.7412"), "synthetic accuracy");
+        assert!(doc.contains("0.7012"), "DP baseline accuracy");
+        assert!(doc.contains("MAUVE = 0.8731"));
+        // The baseline is a separate release: the report states the composed total.
+        assert!(
+            doc.contains("separate release"),
+            "baseline row in the ledger table"
+        );
+        assert!(doc.contains("ε = 5.9876"), "synthetic ε + baseline ε");
+        // The audit's section is left out, saying why.
+        assert!(doc.contains("Left out: an empirical audit"));
+        // Private: none of these numbers may appear.
+        for private in [
+            "0.8123", // the non-private ceiling
+            "4711",   // longest training record
+            "98765",  // training vocabulary
+            "5123",   // exact training label count
+            "3.91",   // a training loss
+            "2.2571", // the audit's bound
+            "records_with_long_shared_ngram",
+            "long\\_shared",
+            "empty_text", // data summary
+            "PRIVATE RECORD TEXT",
+        ] {
+            assert!(!doc.contains(private), "public report shows {private}");
+        }
+    }
+    // The data holder's report has all of it, the audit marked private.
+    let (html, _) = render(&run);
+    assert!(html.contains("0.8123") && html.contains("2.2571"));
+    assert!(html.contains("Empirical privacy audit (private: not covered by the guarantee)"));
+}
+
+#[test]
+fn a_legacy_metrics_file_is_treated_as_private() {
+    // eval/metrics.json written before the split (no covered_by_guarantee mark): the public
+    // report leaves the evaluation out instead of trusting it.
+    let (_d, run) = fixture();
+    let v = RunView::load(&run);
+    assert!(v.public_metrics.is_none() && v.metrics.is_some());
+    let html = dpsynth_report::report::to_html(&run_doc(
+        &v,
+        &ReportOptions {
+            public_only: true,
+            samples_per_label: 1,
+        },
+    ));
+    assert!(html.contains("written before results were split"));
+    assert!(!html.contains("0.7412") && !html.contains("0.8123"));
+}

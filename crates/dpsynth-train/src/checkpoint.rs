@@ -213,10 +213,9 @@ mod tests {
         let c = Checkpoint::load(dir.path(), &Device::Cpu, &template).unwrap();
         assert_eq!((c.step, first(&c)), (8, 2.0));
         // The private statistics are marked as such.
-        let st: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("state.json")).unwrap(),
-        )
-        .unwrap();
+        let st: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
+                .unwrap();
         assert!(st.get("losses").is_none() && st.get("private_losses").is_some());
         assert!(st["privacy_note"].as_str().unwrap().contains("PRIVATE"));
 

@@ -482,9 +482,7 @@ mod tests {
         // C just below the true norm: the unit must be clipped, to ≤ C.
         let c = exact * (1.0 - 1e-5);
         let (sum, stats) = peg.clip_and_sum(c).unwrap();
-        let out = sum
-            .add_noise(0.0, 1.0, &mut Fixed(vec![0.0]))
-            .unwrap();
+        let out = sum.add_noise(0.0, 1.0, &mut Fixed(vec![0.0])).unwrap();
         let clipped = norm64(&out.tensors()[0]);
         assert!(clipped <= c, "clipped norm {clipped} > C = {c}");
         assert!(stats.clipped_norms[0] <= c);
@@ -494,10 +492,14 @@ mod tests {
     fn non_finite_gradients_are_dropped_and_counted_not_spread() {
         let dev = Device::Cpu;
         let rows = vec![
-            0.3f32, 0.4, // unit 0: norm 0.5
-            f32::NAN, 1.0, // unit 1: NaN
-            f32::INFINITY, 0.0, // unit 2: +∞
-            3.0, 4.0, // unit 3: norm 5, clipped to 1
+            0.3f32,
+            0.4, // unit 0: norm 0.5
+            f32::NAN,
+            1.0, // unit 1: NaN
+            f32::INFINITY,
+            0.0, // unit 2: +∞
+            3.0,
+            4.0, // unit 3: norm 5, clipped to 1
         ];
         let g = Tensor::from_vec(rows, (4, 2), &dev).unwrap();
         let (sum, stats) = PerExampleGrads::new(vec![g])
@@ -513,7 +515,10 @@ mod tests {
         let out = acc.add_noise(1.0, 1.0, &mut Fixed(vec![0.0])).unwrap();
         let v = out.tensors()[0].to_vec1::<f32>().unwrap();
         // unit 0 + unit 3 clipped: (0.3 + 0.6, 0.4 + 0.8), up to the 1e-6 safety factor.
-        assert!((v[0] - 0.9).abs() < 1e-5 && (v[1] - 1.2).abs() < 1e-5, "{v:?}");
+        assert!(
+            (v[0] - 0.9).abs() < 1e-5 && (v[1] - 1.2).abs() < 1e-5,
+            "{v:?}"
+        );
         // With noise the update stays finite.
         let g = Tensor::from_vec(vec![f32::NAN, 1.0], (1, 2), &dev).unwrap();
         let (s, _) = PerExampleGrads::new(vec![g])
@@ -521,7 +526,10 @@ mod tests {
             .clip_and_sum(1.0)
             .unwrap();
         let out = s.add_noise(1.0, 2.0, &mut Fixed(vec![0.25, -1.5])).unwrap();
-        assert_eq!(out.tensors()[0].to_vec1::<f32>().unwrap(), vec![0.125, -0.75]);
+        assert_eq!(
+            out.tensors()[0].to_vec1::<f32>().unwrap(),
+            vec![0.125, -0.75]
+        );
     }
 
     /// A noise source returning a fixed cycle of values.
@@ -539,7 +547,9 @@ mod tests {
         let dev = Device::Cpu;
         let n = 1000;
         let x: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 * 1.37e-3).collect();
-        let z: Vec<f64> = (0..n).map(|i| ((i * 7919) % 1000) as f64 * 1.1e-10 - 5e-8).collect();
+        let z: Vec<f64> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f64 * 1.1e-10 - 5e-8)
+            .collect();
         let eb = 3.0;
         let g = Tensor::from_vec(x.clone(), (1, n), &dev).unwrap();
         let (s, _) = PerExampleGrads::new(vec![g])

@@ -182,7 +182,11 @@ impl Ledger {
                     a.noise_multiplier.to_string(),
                     b.noise_multiplier.to_string(),
                 );
-                diff("clip norm C", a.clip_norm.to_string(), b.clip_norm.to_string());
+                diff(
+                    "clip norm C",
+                    a.clip_norm.to_string(),
+                    b.clip_norm.to_string(),
+                );
                 diff("units", a.units.to_string(), b.units.to_string());
                 diff(
                     "expected batch",
@@ -203,11 +207,18 @@ impl Ledger {
         }
         diff(
             "label histogram σ",
-            format!("{:?}", self.label_histogram.as_ref().map(|h| h.noise_multiplier)),
+            format!(
+                "{:?}",
+                self.label_histogram.as_ref().map(|h| h.noise_multiplier)
+            ),
             format!("{label_sigma:?}"),
         );
         if let Some(h) = &self.label_histogram {
-            diff("label set", format!("{:?}", h.labels), format!("{labels:?}"));
+            diff(
+                "label set",
+                format!("{:?}", h.labels),
+                format!("{labels:?}"),
+            );
         }
         out
     }

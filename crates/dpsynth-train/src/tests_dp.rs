@@ -39,11 +39,11 @@ fn clipped_norms_are_at_most_c_and_sum_is_exact() {
     let c = 0.7;
     let peg = PerExampleGrads::new(g.clone()).unwrap();
     let norms = peg.norms().unwrap();
-    assert!(norms.iter().any(|&n| n as f64 > c) && norms.iter().any(|&n| (n as f64) < c));
+    assert!(norms.iter().any(|&n| n > c) && norms.iter().any(|&n| n < c));
     let (sum, stats) = peg.clip_and_sum(c).unwrap();
     for (&n, &cn) in stats.norms.iter().zip(&stats.clipped_norms) {
-        assert!(cn as f64 <= c + 1e-6, "clipped norm {cn} > C");
-        if (n as f64) <= c {
+        assert!(cn <= c + 1e-6, "clipped norm {cn} > C");
+        if n <= c {
             assert_eq!(n, cn);
         }
     }

@@ -42,7 +42,11 @@ fn resume_before_the_first_checkpoint_reuses_the_released_histogram() {
     let s = train_prepared(&rc, &w, &data, &mut NoProgress).unwrap();
     assert_eq!(s.steps_done, 6);
     let l = Ledger::read(&dir.path().join("privacy.json")).unwrap();
-    assert_eq!(l.label_histogram.as_ref(), Some(&h), "histogram drawn again");
+    assert_eq!(
+        l.label_histogram.as_ref(),
+        Some(&h),
+        "histogram drawn again"
+    );
     assert_eq!(l.dp_sgd.as_ref().unwrap().steps_spent, 6);
     // The same ε as an uninterrupted run with the same plan.
     let other = tempfile::tempdir().unwrap();
@@ -51,7 +55,10 @@ fn resume_before_the_first_checkpoint_reuses_the_released_histogram() {
     train_prepared(&oc, &w, &data, &mut NoProgress).unwrap();
     let lo = Ledger::read(&other.path().join("privacy.json")).unwrap();
     assert_eq!(l.epsilon_pld, lo.epsilon_pld);
-    assert!(dir.path().join("adapter/adapter_model.safetensors").exists());
+    assert!(dir
+        .path()
+        .join("adapter/adapter_model.safetensors")
+        .exists());
 }
 
 #[test]
@@ -130,7 +137,10 @@ fn record_level_training_on_data_with_user_ids_warns() {
     let mut cfg = tiny_cfg(dir.path());
     let with_users = vec![rec("1", Some("alice")), rec("2", Some("alice"))];
     let w = user_ids_warning(&with_users, &cfg).expect("a warning");
-    assert!(w.contains("record-level") && w.contains("group privacy"), "{w}");
+    assert!(
+        w.contains("record-level") && w.contains("group privacy"),
+        "{w}"
+    );
     assert!(user_ids_warning(&[rec("1", None)], &cfg).is_none());
     cfg.user_level = true;
     assert!(user_ids_warning(&with_users, &cfg).is_none());

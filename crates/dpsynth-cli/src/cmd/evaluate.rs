@@ -18,9 +18,17 @@ use dpsynth_eval::{evaluate, ClassifierKind, EvalConfig, Progress};
 /// text, length/vocabulary/label statistics, and a memorization check (evidence, not a
 /// guarantee).
 ///
-/// Writes DIR/metrics.json (aggregates only, shareable) and DIR/memorization_private.json
-/// (quotes training records: keep it private). Embeddings are cached (see --cache-dir), so a
-/// second evaluation of the same files does not re-embed.
+/// Writes into DIR:
+///   metrics.json               what the DP guarantee covers: the synthetic-data and DP-SGD
+///                              baseline results on the test set (shareable; each DP baseline
+///                              is its own (ε, δ) release on the training records)
+///   metrics_private.json       PRIVATE: everything, including exact statistics of the training
+///                              and test data (label counts, lengths, vocabulary, memorization,
+///                              the non-private ceiling); not covered by the guarantee
+///   memorization_private.json  PRIVATE: quotes training records
+///   embeddings_private/        PRIVATE: cached MiniLM embeddings of the texts (a second
+///                              evaluation of the same files does not re-embed); a shared
+///                              cache elsewhere only with --cache-dir or $DPSYNTH_CACHE
 ///
 /// Example:
 ///   dpsynth evaluate --synthetic run/synthetic.jsonl --train data/train.jsonl \
@@ -43,7 +51,7 @@ pub struct Args {
     /// add/remove of one record; the other rows read it without privacy).
     #[arg(long, value_name = "D", default_value_t = 1e-5)]
     pub delta: f64,
-    /// Output directory for metrics.json and memorization_private.json.
+    /// Output directory for metrics.json and the private files.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Classifiers: logreg (MiniLM + logistic regression), cnn (word CNN).
@@ -58,7 +66,8 @@ pub struct Args {
     /// [default: $DPSYNTH_ASSETS/minilm or ./assets/minilm].
     #[arg(long, value_name = "DIR")]
     pub minilm: Option<PathBuf>,
-    /// Embedding cache directory [default: $DPSYNTH_CACHE/embeddings or ~/.cache/dpsynth/embeddings].
+    /// A shared embedding cache (it will hold embeddings of the private texts) [default:
+    /// $DPSYNTH_CACHE/embeddings when that is set, else OUT/embeddings_private].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Do not cache embeddings.
@@ -100,11 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     cfg.delta = args.delta;
     cfg.out_dir = args.out;
     cfg.minilm_dir = args.minilm;
-    if args.no_cache {
-        cfg.cache_dir = None;
-    } else if let Some(c) = args.cache_dir {
-        cfg.cache_dir = Some(c);
-    }
+    // Private by default (OUT/embeddings_private); a shared cache only when asked for.
+    cfg.cache_embeddings = !args.no_cache;
+    cfg.cache_dir = args.cache_dir.or_else(dpsynth_eval::shared_cache_dir);
     cfg.real_baseline = !args.no_real_baseline;
     cfg.mauve_max_texts = args.mauve_texts;
     cfg.dp_seed = args.dp_seed;
@@ -119,10 +126,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = evaluate(&cfg, &progress).context("evaluation failed")?;
     println!("{}", report.table());
     if let Some(out) = &cfg.out_dir {
+        use dpsynth_eval::output_files as f;
         println!(
-            "wrote {} and {} (PRIVATE: quotes training records)",
-            out.join("metrics.json").display(),
-            out.join("memorization_private.json").display()
+            "wrote {} (covered by the DP guarantee), {} (PRIVATE: statistics of the private data) and {} (PRIVATE: quotes training records)",
+            out.join(f::METRICS).display(),
+            out.join(f::METRICS_PRIVATE).display(),
+            out.join(f::MEMORIZATION_PRIVATE).display()
         );
     }
     Ok(())

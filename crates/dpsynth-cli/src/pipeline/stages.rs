@@ -28,14 +28,18 @@ pub fn run_stage(
     dir: &Path,
     resume: bool,
 ) -> anyhow::Result<StageOut> {
-    match stage {
+    // Crash-test hooks at the stage boundaries (the stage record says `running` at both).
+    dpsynth_train::ledger::kill_point(&format!("stage:{stage}:start"));
+    let out = match stage {
         "data" => data(cfg, dir),
         "train" => train(cfg, dir, resume),
         "synthesize" => synthesize(cfg, dir),
         "evaluate" => evaluate(cfg, dir),
         "report" => report(dir),
         other => anyhow::bail!("unknown stage {other}"),
-    }
+    }?;
+    dpsynth_train::ledger::kill_point(&format!("stage:{stage}:end"));
+    Ok(out)
 }
 
 /// Read, validate and split the dataset into `data/` (train subset of `data.max_train`, test
@@ -128,6 +132,7 @@ fn train(cfg: &RunConfig, dir: &Path, resume: bool) -> anyhow::Result<StageOut> 
         },
         unix: now_unix(),
         superseded: false,
+        separate: false,
         details,
     };
     // # Privacy: recorded at the target ε before any step runs; a resumed attempt is the same
@@ -145,7 +150,11 @@ fn train(cfg: &RunConfig, dir: &Path, resume: bool) -> anyhow::Result<StageOut> 
     write_atomic(&hp, &serde_json::to_vec_pretty(&hist)?)?;
     Ok(StageOut {
         outputs: vec![tdir, hp],
-        summary: json!({"epsilon": spent.epsilon, "details": spent.details}),
+        summary: json!({
+            "epsilon": spent.epsilon,
+            "details": spent.details,
+            PRIVATE_KEY: spent.private,
+        }),
     })
 }
 
@@ -214,7 +223,49 @@ fn label_histogram_view(
 /// What the training crate reported it spent.
 pub struct Spent {
     pub epsilon: Option<f64>,
+    /// The public part of the training summary (goes into the run ledger).
     pub details: serde_json::Value,
+    /// The rest (the final loss, dropped-gradient counts): statistics of the private batches.
+    pub private: serde_json::Value,
+}
+
+/// Key under which stage summaries keep numbers computed from the private data without noise.
+pub const PRIVATE_KEY: &str = "private_not_covered_by_guarantee";
+
+/// Fields of [`dpsynth_train::TrainSummary`] that the run ledger may show: the plan and the
+/// accounting, all public or DP. Every other field (`final_loss`, `dropped_nonfinite`, and any
+/// field added later) is a statistic of the private batches and stays out of the ledger.
+const PUBLIC_TRAIN_FIELDS: &[&str] = &[
+    "run_dir",
+    "method",
+    "trainable_parameters",
+    "records",
+    "units",
+    "steps_done",
+    "steps_planned",
+    "noise_multiplier",
+    "sampling_probability",
+    "delta",
+    "epsilon_pld",
+    "epsilon_rdp",
+    "stopped_early",
+    "seconds",
+];
+
+/// Split a training summary into (public, private) JSON objects.
+pub fn split_train_summary(
+    s: &dpsynth_train::TrainSummary,
+) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
+    let all = serde_json::to_value(s)?;
+    let (mut public, mut private) = (serde_json::Map::new(), serde_json::Map::new());
+    for (k, v) in all.as_object().cloned().unwrap_or_default() {
+        if PUBLIC_TRAIN_FIELDS.contains(&k.as_str()) {
+            public.insert(k, v);
+        } else {
+            private.insert(k, v);
+        }
+    }
+    Ok((public.into(), private.into()))
 }
 
 /// The training crate's config for this run.
@@ -300,14 +351,16 @@ fn write_exact_label_counts(dir: &Path) -> anyhow::Result<()> {
 
 fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow::Result<Spent> {
     let dir = _dir;
-    // A resume needs a checkpoint. Without one no step's result ever left the process (the
-    // training crate writes its ledger before each checkpoint), so start the same release over.
-    let resume = resume && tdir.join("checkpoint").exists();
+    // # Privacy: a resume needs the training ledger. Once `train/privacy.json` exists, the label
+    // histogram in it has been released (written to disk): the training crate resumes from it
+    // (from the last checkpoint, or from step 0 when there is none yet) and never draws a second
+    // histogram. Without a ledger nothing was drawn, so the same release starts over.
+    let resume = resume && tdir.join("privacy.json").exists();
     if !resume && tdir.exists() {
         let aside = dir.join(format!("train.unfinished-{}", now_unix()));
         std::fs::rename(tdir, &aside)?;
         eprintln!(
-            "  note: the interrupted training had no checkpoint yet (nothing left the process); starting it over, old files in {}",
+            "  note: the interrupted training had not written its ledger yet (nothing was released); starting it over, old files in {}",
             aside.display()
         );
     }
@@ -321,13 +374,15 @@ fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow
     if let Some(why) = &s.stopped_early {
         anyhow::bail!("training stopped early: {why}");
     }
+    let (details, private) = split_train_summary(&s)?;
     Ok(Spent {
         epsilon: if tc.no_dp {
             None
         } else {
             s.epsilon_pld.or(s.epsilon_rdp)
         },
-        details: serde_json::to_value(&s)?,
+        details,
+        private,
     })
 }
 
@@ -383,23 +438,66 @@ fn evaluate(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
         })
         .collect();
     ec.minilm_dir = Some(cfg.embedding_path());
+    // Private by default (eval/embeddings_private); a shared cache only when $DPSYNTH_CACHE asks.
+    ec.cache_dir = dpsynth_eval::shared_cache_dir();
     // The DP-SGD baseline gets the run's whole budget: the same ε the synthetic data cost.
     ec.epsilon =
         (cfg.eval.baseline && cfg.privacy.epsilon.is_finite()).then_some(cfg.privacy.epsilon);
     ec.delta = cfg.privacy.delta;
+    // # Privacy: each DP-SGD baseline is its own (ε, δ) release on the training records. It is
+    // recorded (as a separate release: not an input of the synthetic data) before the
+    // evaluation writes its result, then updated with the ε its accountant reports.
+    let mut ledger = RunLedger::load(dir)?;
+    let delta = ec.delta;
+    let baseline = |kind: &str, epsilon: f64, details: serde_json::Value| {
+        LedgerEntry {
+        stage: format!("baseline:{kind}"),
+        mechanism: format!(
+            "DP-SGD baseline ({kind} classifier trained on the real training records for comparison; Poisson-subsampled Gaussian, PLD accountant)"
+        ),
+        epsilon: Some(epsilon),
+        delta,
+        unix: now_unix(),
+        superseded: false,
+        separate: true,
+        details,
+    }
+    };
+    if let Some(eps) = ec.epsilon {
+        for c in &ec.classifiers {
+            ledger.record(
+                dir,
+                baseline(
+                    &format!("{c:?}").to_lowercase(),
+                    eps,
+                    json!({"planned": true}),
+                ),
+            )?;
+        }
+    }
     ec.real_baseline = cfg.eval.ceiling;
     if !cfg.eval.mauve {
         ec.mauve_max_texts = 0;
     }
     ec.dp_seed = cfg.run.seed;
     let r = dpsynth_eval::evaluate(&ec, &dpsynth_eval::Progress::stderr()).context("evaluation")?;
-    let metrics = out.join("metrics.json");
-    if !metrics.exists() {
-        write_atomic(&metrics, &serde_json::to_vec_pretty(&r)?)?;
+    for row in &r.rows {
+        if let Some(plan) = &row.dp {
+            let kind = format!("{:?}", row.classifier).to_lowercase();
+            ledger.update_current(
+                dir,
+                baseline(&kind, plan.epsilon_spent, serde_json::to_value(plan)?),
+            )?;
+        }
+    }
+    use dpsynth_eval::output_files as f;
+    let metrics = out.join(f::METRICS);
+    if !metrics.exists() || !out.join(f::METRICS_PRIVATE).exists() {
+        r.write(&out)?;
     }
     eprint!("{}", r.table());
     Ok(StageOut {
-        outputs: vec![metrics],
+        outputs: vec![metrics, out.join(f::METRICS_PRIVATE)],
         summary: json!({"rows": r.rows.len(), "seconds": r.seconds}),
     })
 }
@@ -410,4 +508,42 @@ fn report(dir: &Path) -> anyhow::Result<StageOut> {
         outputs: vec![w.html.clone(), w.markdown.clone()],
         summary: json!({"html": w.html, "markdown": w.markdown}),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_gets_only_the_public_part_of_a_training_summary() {
+        let s = dpsynth_train::TrainSummary {
+            run_dir: "run/train".into(),
+            method: "lora".into(),
+            trainable_parameters: 10,
+            records: 100,
+            units: 100,
+            steps_done: 5,
+            steps_planned: 5,
+            noise_multiplier: Some(1.0),
+            sampling_probability: 0.1,
+            delta: 1e-5,
+            epsilon_pld: Some(2.9),
+            epsilon_rdp: Some(3.1),
+            final_loss: Some(2.345),
+            dropped_nonfinite: 2,
+            stopped_early: None,
+            seconds: 1.0,
+        };
+        let (public, private) = split_train_summary(&s).unwrap();
+        assert!(public.get("final_loss").is_none() && public.get("dropped_nonfinite").is_none());
+        assert_eq!(public["epsilon_pld"], 2.9);
+        assert_eq!(private["final_loss"], 2.345);
+        assert_eq!(private["dropped_nonfinite"], 2);
+        // Every field is classified: none is lost.
+        let all = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            all.as_object().unwrap().len(),
+            public.as_object().unwrap().len() + private.as_object().unwrap().len()
+        );
+    }
 }

@@ -22,9 +22,10 @@ use view::{find_named_number, find_named_object, fmt_num, numeric_leaves};
 /// What to include.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReportOptions {
-    /// Only what the DP guarantee covers (the guarantee, DP label histogram, synthetic samples and
-    /// statistics of the synthetic data): no test-set metrics, loss curve, memorization or data
-    /// summary. For sharing with people who may not see the private data's statistics.
+    /// Only what the DP guarantee covers (the guarantee, DP label histogram, synthetic samples,
+    /// and the synthetic-data and DP-baseline results of `eval/metrics.json`): no non-private
+    /// ceiling, statistics of the private data, loss curve, memorization, data summary or audit.
+    /// For sharing with people who may not see the private data's statistics.
     pub public_only: bool,
     /// Synthetic samples shown per label.
     pub samples_per_label: usize,
@@ -98,7 +99,12 @@ pub fn privacy_section(doc: &mut Doc, v: &RunView) {
         } else if let Some(te) = v.train_ledger_epsilon() {
             // The run ledger copies the training ledger's PLD ε when training finishes; a
             // mismatch means one of the files was edited or is stale.
-            let one_release = ledger.entries.iter().filter(|e| !e.superseded).count() == 1;
+            let one_release = ledger
+                .entries
+                .iter()
+                .filter(|e| !e.superseded && !e.separate)
+                .count()
+                == 1;
             if one_release && (te - g.epsilon).abs() > 1e-9 {
                 doc.note(format!(
                     "Warning: the training ledger (train/privacy.json) says ε = {}, the run ledger says ε = {}; trust the larger until the run is repeated.",
@@ -119,6 +125,8 @@ pub fn privacy_section(doc: &mut Doc, v: &RunView) {
                 fmt_delta(e.delta),
                 if e.superseded {
                     "superseded (still counted in the directory total)".into()
+                } else if e.separate {
+                    "separate release (not an input of the synthetic data)".into()
                 } else {
                     "current".into()
                 },
@@ -127,8 +135,18 @@ pub fn privacy_section(doc: &mut Doc, v: &RunView) {
         .collect();
     doc.table(&["release", "mechanism", "ε", "δ", "status"], rows);
     doc.p("One release per training attempt: the DP label histogram (Gaussian mechanism) and the DP-SGD fine-tuning, composed by the PLD accountant in the training ledger (train/privacy.json); the ε above is that ledger's. Only separate attempts in the same directory (superseded rows) are added up, by basic sequential composition (Dwork & Roth 2014, Thm 3.16), which never understates ε.");
+    let reported = ledger.reported();
+    if ledger.separate_releases().next().is_some() && g.epsilon.is_finite() {
+        doc.p(format!(
+            "The evaluation also trained DP-SGD baselines directly on the same training records (the `baseline:` rows): each is its own (ε, δ)-DP release, not an input of the synthetic data. The synthetic data, the adapter and the label histogram are (ε = {}, δ = {})-DP; everything this report shows together, baseline results included, is (ε = {}, δ = {})-DP by basic sequential composition (Dwork & Roth 2014, Thm 3.16).",
+            fmt_num(g.epsilon),
+            fmt_delta(g.delta),
+            fmt_num(reported.epsilon),
+            fmt_delta(reported.delta)
+        ));
+    }
     let all = ledger.spent_in_directory();
-    if all.epsilon > g.epsilon + 1e-12 {
+    if all.epsilon > reported.epsilon + 1e-12 {
         doc.note(format!(
             "This run directory released from the private data more than once (a stage was re-run). If earlier outputs were seen by anyone, the total spent is ε = {}, δ = {}.",
             fmt_num(all.epsilon),
@@ -170,7 +188,8 @@ pub fn privacy_section(doc: &mut Doc, v: &RunView) {
     ];
     protected.push("Not protected: people who contributed several records. The unit is one record; someone with k records gets the weaker group guarantee (kε, k·e^{(k−1)ε}·δ).".into());
     protected.push("Not protected: the number of training records and the set of label names, which are treated as public (they set the sampling rate and the histogram's domain).".into());
-    protected.push("Not protected: the held-out real test set and everything computed from it (accuracies, MAUVE), the non-private real-data ceiling, the training loss curve and the memorization check. These are measurements made by the data holder; share them only with people allowed to see statistics of the private data (`dpsynth report --public` leaves them out).".into());
+    protected.push("Not protected: the held-out real test set. The accuracies and MAUVE are measured on it; those of classifiers trained on the synthetic data or with DP-SGD are covered for the training records (they are in `dpsynth report --public`), but they are statistics of the test records.".into());
+    protected.push("Not covered, private (only in the data holder's report, never in `--public`): the non-private real-data ceiling, statistics of the training and test data (eval/metrics_private.json), the training loss curve, the memorization check, the data summary and the empirical audit (a second training run on the private records whose cost this ε does not include).".into());
     protected.push("Not protected: choices made by looking at private data (hyperparameters, which run of a sweep to keep) unless their own cost is accounted for.".into());
     protected.push("Not covered: the public pretraining data of the base model, and anything that leaks through side channels (timing, memory).".into());
     if v.config_value("run.seed").is_some() {
@@ -180,19 +199,31 @@ pub fn privacy_section(doc: &mut Doc, v: &RunView) {
 }
 
 /// Accuracy table rows and chart for one run's scores.
-fn scores_section(doc: &mut Doc, v: &RunView, chart_name: &str) {
+fn scores_section(doc: &mut Doc, v: &RunView, chart_name: &str, public_only: bool) {
     doc.h2("Downstream utility: train on synthetic, test on real");
-    if v.metrics.is_none() {
-        not_run(doc, v, "evaluate", "evaluation");
+    let (metrics, scores) = if public_only {
+        (&v.public_metrics, &v.public_scores)
+    } else {
+        (&v.metrics, &v.scores)
+    };
+    if metrics.is_none() {
+        if public_only && v.metrics.is_some() {
+            doc.note("Left out: this run's evaluation was written before results were split by what the guarantee covers (eval/metrics.json has no `covered_by_guarantee` mark); re-run the evaluate stage to get a shareable eval/metrics.json.");
+        } else {
+            not_run(doc, v, "evaluate", "evaluation");
+        }
         return;
     }
-    if v.scores.is_empty() {
-        doc.note("The evaluation wrote metrics.json but no accuracy was found in it.");
+    if scores.is_empty() {
+        doc.note("The evaluation wrote its metrics but no accuracy was found in them.");
         return;
     }
-    doc.p("Classifiers trained on the synthetic data and tested on held-out real data, compared with a classifier trained with DP-SGD directly on the real data at the same ε (the baseline) and one trained on the real data without privacy (the ceiling). Measured on real test data: not covered by the DP guarantee.");
-    let rows = v
-        .scores
+    if public_only {
+        doc.p("Classifiers trained on the synthetic data and tested on held-out real data, compared with a classifier trained with DP-SGD directly on the real training data at the same ε (the baseline; a separate release, see the privacy section). Both are covered by the guarantee for the training records; they are measured on the test records.");
+    } else {
+        doc.p("Classifiers trained on the synthetic data and tested on held-out real data, compared with a classifier trained with DP-SGD directly on the real data at the same ε (the baseline) and one trained on the real data without privacy (the ceiling). The ceiling is NOT covered by the guarantee (private report only).");
+    }
+    let rows = scores
         .iter()
         .map(|s| {
             vec![
@@ -209,14 +240,14 @@ fn scores_section(doc: &mut Doc, v: &RunView, chart_name: &str) {
         .config_str("train.method")
         .unwrap_or_else(|| "method".into());
     let classifiers: Vec<String> = {
-        let mut c: Vec<String> = v.scores.iter().map(|s| s.classifier.clone()).collect();
+        let mut c: Vec<String> = scores.iter().map(|s| s.classifier.clone()).collect();
         c.sort();
         c.dedup();
         c
     };
     for c in classifiers {
         let pick = |set: Setting| {
-            v.scores
+            scores
                 .iter()
                 .find(|s| s.setting == set && s.classifier == c)
                 .map(|s| s.accuracy)
@@ -252,8 +283,18 @@ fn scores_section(doc: &mut Doc, v: &RunView, chart_name: &str) {
 /// Build the document of one run.
 /// The empirical privacy audit (`RUN_DIR/audit/audit.json`, written by `dpsynth audit`), if any.
 /// Aggregates only: canary texts are random strings, but per-canary rows are left to audit.json.
-fn audit_section(doc: &mut Doc, v: &RunView) {
+///
+/// # Privacy
+/// The audit is a second DP training run on the same private records (plus canaries); its
+/// cost is in no ledger of this run, so its results are not covered by the run's guarantee:
+/// the section is marked private and a public report leaves it out (saying so).
+fn audit_section(doc: &mut Doc, v: &RunView, public_only: bool) {
     let Some(a) = &v.audit else { return };
+    if public_only {
+        doc.h2("Empirical privacy audit");
+        doc.note("Left out: an empirical audit (`dpsynth audit`) was run on this run's data. It is a second training run on the same private records whose privacy cost is not part of this report's ε, so its results are private.");
+        return;
+    }
     let num = |path: &[&str]| -> Option<f64> {
         let mut x = a;
         for k in path {
@@ -262,7 +303,8 @@ fn audit_section(doc: &mut Doc, v: &RunView) {
         x.as_f64()
     };
     let show = |x: Option<f64>| x.map(fmt_num).unwrap_or_else(|| "—".into());
-    doc.h2("Empirical privacy audit");
+    doc.h2("Empirical privacy audit (private: not covered by the guarantee)");
+    doc.note("PRIVATE: the audit is a second DP training run on the same private records (plus canaries). Its privacy cost is NOT in this run's ledger or ε, so these results are not covered by the guarantee above; `dpsynth report --public` leaves them out.");
     let verdict = a.get("verdict").and_then(|x| x.as_str()).unwrap_or("?");
     let claimed = match num(&["claimed_epsilon"]) {
         Some(e) => fmt_num(e),
@@ -334,9 +376,9 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
         ]],
     );
     privacy_section(&mut doc, v);
-    audit_section(&mut doc, v);
+    audit_section(&mut doc, v, opts.public_only);
+    scores_section(&mut doc, v, "accuracy", opts.public_only);
     if !opts.public_only {
-        scores_section(&mut doc, v, "accuracy");
         doc.h2("DP fine-tuning loss");
         match &v.loss {
             Some(pts) if !pts.is_empty() => match charts::loss_curve(pts) {
@@ -447,17 +489,23 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
             }
         }
     }
+    doc.h2("MAUVE (synthetic vs real test texts)");
+    let mauve_src = if opts.public_only {
+        &v.public_metrics
+    } else {
+        &v.metrics
+    };
+    match mauve_src.as_ref().and_then(|m| find_named_number(m, "mauve")) {
+        Some(x) => doc.p(format!(
+            "MAUVE = {} (1 = indistinguishable distributions, near 0 = very different; computed on sentence embeddings of the synthetic and real test texts).",
+            fmt_num(x)
+        )),
+        None if mauve_src.is_some() => doc.note("Not computed: the metrics have no MAUVE score (eval.mauve = false?)."),
+        None if opts.public_only && v.metrics.is_some() => doc.note("Left out: this run's evaluation predates the public/private split of its metrics."),
+        None => not_run(&mut doc, v, "evaluate", "MAUVE score"),
+    }
     if !opts.public_only {
-        doc.h2("MAUVE (synthetic vs real test texts)");
-        match v.metrics.as_ref().and_then(|m| find_named_number(m, "mauve")) {
-            Some(x) => doc.p(format!(
-                "MAUVE = {} (1 = indistinguishable distributions, near 0 = very different; computed on sentence embeddings of the synthetic and real test texts).",
-                fmt_num(x)
-            )),
-            None if v.metrics.is_some() => doc.note("Not computed: metrics.json has no MAUVE score (eval.mauve = false?)."),
-            None => not_run(&mut doc, v, "evaluate", "MAUVE score"),
-        }
-        doc.h2("Memorization check");
+        doc.h2("Memorization check (private: not covered by the guarantee)");
         match v
             .metrics
             .as_ref()

@@ -21,7 +21,13 @@ pub mod files {
     pub const LOSS: &str = "loss.csv";
     pub const SYNTHETIC: &str = "synthetic.jsonl";
     pub const EVAL_DIR: &str = "eval";
+    /// What the DP guarantee covers (synthetic-data and DP-baseline results), marked
+    /// `"covered_by_guarantee": true`.
     pub const METRICS: &str = "eval/metrics.json";
+    /// Everything the evaluation measured, including exact statistics of the private data.
+    pub const METRICS_PRIVATE: &str = "eval/metrics_private.json";
+    /// `dpsynth audit`'s result: a second DP training run on the private records (private).
+    pub const AUDIT: &str = "audit/audit.json";
     pub const REPORT_HTML: &str = "report.html";
     pub const REPORT_MD: &str = "report.md";
     pub const REPORT_FILES: &str = "report_files";
@@ -72,8 +78,14 @@ pub struct RunView {
     pub train_ledger: Option<Value>,
     pub histogram: Option<LabelHistogram>,
     pub loss: Option<Vec<(f64, f64)>>,
+    /// Everything the evaluation measured (`eval/metrics_private.json`, or a `metrics.json`
+    /// written before the public/private split): PRIVATE.
     pub metrics: Option<Value>,
     pub scores: Vec<Score>,
+    /// `eval/metrics.json` when it is marked `"covered_by_guarantee": true`: the only
+    /// evaluation file a public report reads.
+    pub public_metrics: Option<Value>,
+    pub public_scores: Vec<Score>,
     /// (label, text) of synthetic records (public: DP post-processing).
     pub synthetic: Option<Vec<(String, String)>>,
     pub data_summary: Option<Value>,
@@ -372,7 +384,7 @@ impl RunView {
             ..Default::default()
         };
         let notes = &mut v.notes;
-        v.audit = read_json(&dir.join("audit").join("audit.json"), notes);
+        v.audit = read_json(&dir.join(files::AUDIT), notes);
         let cfg_path = dir.join(files::CONFIG);
         if let Ok(t) = std::fs::read_to_string(&cfg_path) {
             match toml::from_str::<toml::Table>(&t) {
@@ -417,7 +429,17 @@ impl RunView {
         if let Ok(t) = std::fs::read_to_string(&loss_p) {
             v.loss = parse_loss_csv(&t);
         }
-        v.metrics = read_json(&dir.join(files::METRICS), notes);
+        let metrics = read_json(&dir.join(files::METRICS), notes);
+        let covered = |m: &Value| m.get("covered_by_guarantee") == Some(&Value::Bool(true));
+        match metrics {
+            Some(m) if covered(&m) => {
+                v.public_scores = extract_scores(&m);
+                v.public_metrics = Some(m);
+                v.metrics = read_json(&dir.join(files::METRICS_PRIVATE), notes);
+            }
+            // Written before the split: everything in one file, private.
+            other => v.metrics = other,
+        }
         if let Some(m) = &v.metrics {
             v.scores = extract_scores(m);
         }
