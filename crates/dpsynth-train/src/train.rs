@@ -922,13 +922,7 @@ pub fn plan_microbatches(
             .unwrap_or(0)
             + n_virtual
     };
-    let longest = data
-        .examples
-        .iter()
-        .map(|e| e.ids.len())
-        .max()
-        .unwrap_or(0)
-        + n_virtual;
+    let longest = data.examples.iter().map(|e| e.ids.len()).max().unwrap_or(0) + n_virtual;
     let budget = physical_batch.max(1) * longest.max(1);
     let max_examples = 4 * physical_batch.max(1);
     let mut units: Vec<usize> = sampled.to_vec();
