@@ -282,7 +282,10 @@ mod tests {
         p.set_message("loss 1.234 ε≤0.500");
         p.set_position(4);
         let l = p.current_line().unwrap();
-        assert!(l.starts_with("train: step 4/10 (40%) loss 1.234 ε≤0.500 | "), "{l}");
+        assert!(
+            l.starts_with("train: step 4/10 (40%) loss 1.234 ε≤0.500 | "),
+            "{l}"
+        );
         assert!(l.contains("ETA"), "{l}");
         p.finish();
         let l = p.current_line().unwrap();

@@ -51,7 +51,9 @@ fn main() {
                 .and_then(|l| l.split(':').nth(1))
                 .map(|s| s.trim().to_string()))
             .unwrap_or_else(|| "unknown".into()),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     let rows = dpsynth_train::bench::run_train_bench(&o).expect("bench");
     print!("{}", dpsynth_train::bench::format_table(&rows));

@@ -171,8 +171,8 @@ fn rotten_tomatoes(opts: &TrainBenchOptions, tok: &dpsynth_lm::Tokenizer) -> Res
     let records = match &opts.rt_data {
         Some(p) => dpsynth_data::read_jsonl(p).map_err(|e| TrainError::Data(e.to_string()))?,
         None => {
-            let dir = dpsynth_data::recipes::assets_dir()
-                .map_err(|e| TrainError::Data(e.to_string()))?;
+            let dir =
+                dpsynth_data::recipes::assets_dir().map_err(|e| TrainError::Data(e.to_string()))?;
             dpsynth_data::recipes::load_recipe("rotten-tomatoes", &dir)
                 .map_err(|e| TrainError::Data(format!("rotten-tomatoes recipe: {e}")))?
                 .0
@@ -344,8 +344,7 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
                     )?;
                     if s > 0 {
                         times.push(t.elapsed().as_secs_f64());
-                        if let (Some(a), Some(b)) = (c0, dpsynth_lm::bench::process_cpu_seconds())
-                        {
+                        if let (Some(a), Some(b)) = (c0, dpsynth_lm::bench::process_cpu_seconds()) {
                             cpu.push(b - a);
                         }
                         ex_total += n_ex;

@@ -432,21 +432,35 @@ fn bucketed_microbatches_match_oracle_and_clip() {
         let plan = crate::train::plan_microbatches(&data, &sampled, physical, nv);
         let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
         seen.sort();
-        assert_eq!(seen, (0..n).collect::<Vec<_>>(), "micro-batches partition the sample");
+        assert_eq!(
+            seen,
+            (0..n).collect::<Vec<_>>(),
+            "micro-batches partition the sample"
+        );
         let longest = ex.iter().map(|e| e.ids.len()).max().unwrap() + nv;
         assert!(plan.len() > 1, "several micro-batches");
         assert!(
             plan.iter().any(|mb| mb.len() > physical),
             "short examples share a micro-batch beyond the physical size: {plan:?}"
         );
-        let oracle: Vec<Vec<Tensor>> = ex.iter().map(|e| oracle_grads(&w, &method, &params, e)).collect();
+        let oracle: Vec<Vec<Tensor>> = ex
+            .iter()
+            .map(|e| oracle_grads(&w, &method, &params, e))
+            .collect();
         let clip = {
             // C below most oracle norms, so clipping is active.
             let mut norms: Vec<f32> = oracle
                 .iter()
                 .map(|g| {
                     g.iter()
-                        .map(|t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap())
+                        .map(|t| {
+                            t.sqr()
+                                .unwrap()
+                                .sum_all()
+                                .unwrap()
+                                .to_scalar::<f32>()
+                                .unwrap()
+                        })
                         .sum::<f32>()
                         .sqrt()
                 })
@@ -454,7 +468,11 @@ fn bucketed_microbatches_match_oracle_and_clip() {
             norms.sort_by(|a, b| a.partial_cmp(b).unwrap());
             norms[n / 3] as f64
         };
-        let mut want: Vec<Tensor> = params.tensors.iter().map(|t| t.zeros_like().unwrap()).collect();
+        let mut want: Vec<Tensor> = params
+            .tensors
+            .iter()
+            .map(|t| t.zeros_like().unwrap())
+            .collect();
         let mut got: Vec<Tensor> = want.clone();
         let mut clipped_any = false;
         for mb in &plan {
@@ -479,7 +497,14 @@ fn bucketed_microbatches_match_oracle_and_clip() {
                 }
                 let norm: f64 = oracle[u]
                     .iter()
-                    .map(|t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64)
+                    .map(|t| {
+                        t.sqr()
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap() as f64
+                    })
                     .sum::<f64>()
                     .sqrt();
                 let f = (clip / norm).min(1.0);
@@ -506,7 +531,12 @@ fn bucketed_microbatches_match_oracle_and_clip() {
         assert!(clipped_any, "clipping was active for some example");
         for (pi, (a, b)) in got.iter().zip(&want).enumerate() {
             let r = rel_err(a, b);
-            assert!(r <= 1e-4, "{} clipped sum {}: rel err {r}", method.name(), params.names[pi]);
+            assert!(
+                r <= 1e-4,
+                "{} clipped sum {}: rel err {r}",
+                method.name(),
+                params.names[pi]
+            );
         }
     }
 }
@@ -529,7 +559,11 @@ fn summed_grads_equal_sum_of_oracle() {
             .install(|| summed_grads(&model, &method, &params, &refs))
             .unwrap();
         assert_eq!(losses.len(), ex.len());
-        let mut want: Vec<Tensor> = params.tensors.iter().map(|t| t.zeros_like().unwrap()).collect();
+        let mut want: Vec<Tensor> = params
+            .tensors
+            .iter()
+            .map(|t| t.zeros_like().unwrap())
+            .collect();
         for e in &ex {
             for (wt, o) in want.iter_mut().zip(oracle_grads(&w, &method, &params, e)) {
                 *wt = (&*wt + o).unwrap();
@@ -537,7 +571,12 @@ fn summed_grads_equal_sum_of_oracle() {
         }
         for (pi, (a, b)) in g.iter().zip(&want).enumerate() {
             let r = rel_err(a, b);
-            assert!(r <= 1e-4, "{} {}: rel err {r}", method.name(), params.names[pi]);
+            assert!(
+                r <= 1e-4,
+                "{} {}: rel err {r}",
+                method.name(),
+                params.names[pi]
+            );
         }
     }
 }

@@ -47,7 +47,10 @@ pub struct TrainConfig {
     pub steps: Option<u64>,
     /// Expected logical batch size (records or users): q = expected_batch / n.
     pub expected_batch: usize,
-    /// Examples per forward/backward pass.
+    /// Physical micro-batch size: a forward/backward pass holds at most this many examples
+    /// of the dataset's longest length, i.e. `physical_batch × longest` padded tokens, and
+    /// correspondingly more shorter ones (at most 4×; see [`plan_microbatches`]). Its
+    /// examples are split across the rayon threads.
     pub physical_batch: usize,
     /// Precision of the frozen base weights in LoRA and prompt tuning (ignored by full
     /// fine-tuning, which trains every weight in f32). Does not affect the guarantee (see
@@ -968,13 +971,7 @@ pub fn plan_microbatches(
             .unwrap_or(0)
             + n_virtual
     };
-    let longest = data
-        .examples
-        .iter()
-        .map(|e| e.ids.len())
-        .max()
-        .unwrap_or(0)
-        + n_virtual;
+    let longest = data.examples.iter().map(|e| e.ids.len()).max().unwrap_or(0) + n_virtual;
     let budget = physical_batch.max(1) * longest.max(1);
     let max_examples = 4 * physical_batch.max(1);
     let mut units: Vec<usize> = sampled.to_vec();

@@ -110,6 +110,8 @@ fn train_rows() -> Vec<BenchRow> {
     }
     let opts = dpsynth_train::bench::TrainBenchOptions {
         model: Some(model),
+        // Rotten Tomatoes' real length distribution next to the fixed 8 × 128 batches.
+        real_data: assets.join("data/rotten-tomatoes").is_dir(),
         ..Default::default()
     };
     match dpsynth_train::bench::run_train_bench(&opts) {
@@ -118,14 +120,15 @@ fn train_rows() -> Vec<BenchRow> {
             .map(|r| BenchRow {
                 suite: "train".into(),
                 name: format!(
-                    "DP step {} {} ({} params, batch {}×{})",
-                    r.method, r.mode, r.trainable_parameters, opts.batch, opts.seq_len
+                    "DP step {} {} ({} params, {}, {} threads)",
+                    r.method, r.mode, r.trainable_parameters, r.workload, r.threads
                 ),
                 value: format!("{:.2}", r.median_s_per_step),
                 unit: "s/step".into(),
                 note: format!(
-                    "{:.2} examples/s{}",
+                    "{:.2} examples/s, {:.0} real tokens/s{}",
                     r.examples_per_s,
+                    r.tokens_per_s,
                     r.peak_rss_gb
                         .map(|g| format!(", peak RSS {g:.2} GB"))
                         .unwrap_or_default()

@@ -76,7 +76,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     c.seed = args.seed;
     c.model = args.model;
     c.weights = args.weights;
-    let s = synthesize(&c, &mut dpsynth_train::ConsoleProgress::new("synthesize")).context("synthesis failed")?;
+    let s = synthesize(&c, &mut dpsynth_train::ConsoleProgress::new("synthesize"))
+        .context("synthesis failed")?;
     println!(
         "wrote {} of {} records to {}",
         s.written,

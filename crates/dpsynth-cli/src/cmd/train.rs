@@ -180,7 +180,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if cfg.seed.is_some() {
         eprintln!("warning: --seed makes sampling and noise reproducible but NOT secure");
     }
-    let s = dpsynth_train::train(&cfg, &mut ConsoleProgress::new("train")).context("training failed")?;
+    let s = dpsynth_train::train(&cfg, &mut ConsoleProgress::new("train"))
+        .context("training failed")?;
     println!("run directory    {}", s.run_dir.display());
     println!(
         "method           {} ({} trainable parameters)",
