@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod plan;
 pub mod rng;
 pub mod synth;
 pub mod train;
