@@ -9,12 +9,29 @@
 //! |----------------------------------|--------|--------|-----|
 //! | `data.max_train` (subset size)   | 8192   | 0 (all)| private records: more records = smaller q = less noise per step, at no training cost |
 //! | `data.max_test`                  | 400    | 0 (all)| held-out real records for evaluation |
-//! | `train.steps`                    | 160    | 1000   | DP-SGD steps |
-//! | `train.batch_size` (expected)    | 32     | 64     | q = batch / n; noise on the mean gradient ∝ σ / batch |
+//! | `train.time_budget` (seconds)    | 600    | 14400  | compute budget the regime planner spends (below) |
+//! | `train.steps`                    | planned (160 without a budget) | planned (1000) | DP-SGD steps |
+//! | `train.batch_size` (expected)    | planned (32)  | planned (64) | q = batch / n; noise on the mean gradient ∝ σ / batch |
 //! | `train.max_seq_len` (tokens)     | 48     | 128    | review tokens per example (most reviews are shorter) |
 //! | `train.learning_rate`            | 3e-3   | 1e-3   | LoRA (Adam); prompt tuning defaults to 1e-2 |
-//! | `synth.count` (synthetic records)| 1000   | 5000   | records sampled from the DP model |
+//! | `synth.count` (synthetic records)| 1000   | 5000   | records kept after the free post-processing |
+//! | `synth.candidates`               | 2000   | 0 (= N)| candidates sampled, de-duplicated and scored under the DP model |
 //! | `synth.max_new_tokens`           | 40     | 96     | tokens generated per record |
+//!
+//! # The regime planner decides steps and batch
+//! With `train.time_budget` > 0 (both presets), `dpsynth_train::plan` chooses the expected
+//! batch, the steps, σ and a cosine learning-rate schedule with 10 % warm-up from public
+//! quantities only: N, ε, δ, the budget and a throughput (the bench constant of this project's
+//! Xeon, `dpsynth_train::plan::bench_tokens_per_second`, at `max_seq_len` + prefix tokens per
+//! example — an upper bound on the length, so the run normally takes less than its budget:
+//! one-sentence reviews are shorter than 48 tokens). Explicit `train.steps` / `train.batch_size`
+//! win. The numbers in parentheses are the fallback when the budget is set to 0. The quick
+//! budget (600 s of estimated training time) and 2,000 candidates were sized so that the whole
+//! run, the ε = 0 control included, stays within the 20-minute target on 2 cores; they were
+//! not chosen from results. On 8,192 records at ε = 3 the quick budget buys ≈ 4,300 example
+//! gradients, so the plan is the smallest-batch one (expected batch ≈ 40, ≈ 105 steps): on 2
+//! cores a 20-minute run cannot reach the large batches and several epochs that the full
+//! preset's 4-hour budget buys (expected batch in the hundreds to thousands).
 //!
 //! Privacy defaults (both presets): total ε = 3, δ = 1e-5, clipping norm C = 1.0. The label
 //! histogram's Gaussian noise is calibrated to ε = 0.1 on its own and composed with DP-SGD
@@ -78,6 +95,11 @@ pub struct PresetNumbers {
     pub learning_rate: f64,
     pub synth_count: u64,
     pub max_new_tokens: u64,
+    /// Seconds of (estimated) training time the regime planner may spend; 0 = use `steps` and
+    /// `batch_size` as given.
+    pub train_time_budget: f64,
+    /// Synthetic candidates before filtering (0 = as many as the real training records).
+    pub synth_candidates: u64,
 }
 
 pub const QUICK: PresetNumbers = PresetNumbers {
@@ -89,6 +111,8 @@ pub const QUICK: PresetNumbers = PresetNumbers {
     learning_rate: 3e-3,
     synth_count: 1000,
     max_new_tokens: 40,
+    train_time_budget: 600.0,
+    synth_candidates: 2000,
 };
 
 pub const FULL: PresetNumbers = PresetNumbers {
@@ -100,6 +124,8 @@ pub const FULL: PresetNumbers = PresetNumbers {
     learning_rate: 1e-3,
     synth_count: 5000,
     max_new_tokens: 96,
+    train_time_budget: 14400.0,
+    synth_candidates: 0,
 };
 
 /// Total ε of a run (label histogram + DP fine-tuning), both presets.

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod dp;
 pub mod error;
+pub mod filter;
 pub mod format;
 pub mod frozen;
 pub mod labels;
@@ -36,3 +37,5 @@ pub use train::{train, NoProgress, Progress, StepInfo, TrainConfig, TrainSummary
 mod tests;
 #[cfg(test)]
 mod tests_dp;
+#[cfg(test)]
+mod tests_synth;

@@ -62,12 +62,23 @@ pub fn bench_tokens_per_second(method: &str) -> f64 {
     }
 }
 
+/// Examples per second for a method from [`bench_tokens_per_second`], with every example
+/// counted at its full padded length: the prefix (estimated as one token per 3 characters of
+/// the template, an over-estimate for English BPE) + `max_tokens` text tokens + EOS. Real
+/// records are often shorter, so a run planned with this estimate normally finishes early.
+pub fn estimated_examples_per_second(method: &str, template: &str, max_tokens: usize) -> f64 {
+    let prefix = template.chars().count().div_ceil(3).max(1);
+    bench_tokens_per_second(method) / (prefix + max_tokens + 1) as f64
+}
+
 /// Options of the planner (all public).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanOptions {
     /// Privacy units (records, or users for user-level DP).
     pub n_units: usize,
-    /// ε of the DP-SGD part (the run's ε minus what the label histogram is calibrated to).
+    /// ε of the DP-SGD part (the run's ε minus what the label histogram is calibrated to);
+    /// `f64::INFINITY` plans a non-private run (no noise: the largest batch that keeps
+    /// `min_steps`).
     pub epsilon: f64,
     pub delta: f64,
     /// Seconds of training time the plan may use.
@@ -117,8 +128,8 @@ impl PlanOptions {
         if self.n_units == 0 {
             return bad("the dataset has no records".into());
         }
-        if !(self.epsilon > 0.0 && self.epsilon.is_finite()) {
-            return bad(format!("ε must be positive and finite, got {}", self.epsilon));
+        if !(self.epsilon > 0.0) {
+            return bad(format!("ε must be positive (inf = non-private), got {}", self.epsilon));
         }
         if !(self.delta > 0.0 && self.delta < 1.0) {
             return bad(format!("δ must be in (0, 1), got {}", self.delta));
@@ -214,6 +225,9 @@ impl RegimePlan {
 pub const SNR_TOLERANCE: f64 = 0.95;
 
 fn calibrate(o: &PlanOptions, q: f64, steps: u64) -> Result<f64> {
+    if o.epsilon.is_infinite() {
+        return Ok(0.0);
+    }
     dpsynth_privacy::calibrate_noise_multiplier(o.epsilon, o.delta, q, steps).map_err(|e| {
         TrainError::Budget(format!(
             "regime plan: no σ reaches ε = {} at q = {q:.4} over {steps} steps: {e}",
@@ -276,7 +290,8 @@ pub fn plan_regime(o: &PlanOptions) -> Result<RegimePlan> {
             expected_batch: b,
             steps,
             sigma,
-            snr: (steps as f64).sqrt() * b as f64 / sigma,
+            // Non-private (σ = 0): the noise-free ratio √T·B, largest at the largest batch.
+            snr: (steps as f64).sqrt() * b as f64 / sigma.max(f64::MIN_POSITIVE),
         });
     }
     let best = cands.iter().map(|c| c.snr).fold(f64::NEG_INFINITY, f64::max);
@@ -373,7 +388,7 @@ mod tests {
         o.epsilon = 0.0;
         assert!(plan_regime(&o).is_err());
         let mut o = opts(600.0);
-        o.epsilon = f64::INFINITY;
+        o.epsilon = f64::NAN;
         assert!(plan_regime(&o).is_err());
         let mut o = opts(600.0);
         o.delta = 1.0;
@@ -389,6 +404,22 @@ mod tests {
         // Too little budget for 10 steps: a clear error naming the flag.
         let e = plan_regime(&opts(5.0)).unwrap_err().to_string();
         assert!(e.contains("--time-budget"), "{e}");
+    }
+
+    #[test]
+    fn non_private_plan_takes_the_largest_batch_with_enough_steps() {
+        let mut o = opts(3600.0);
+        o.epsilon = f64::INFINITY;
+        let p = plan_regime(&o).unwrap();
+        assert_eq!(p.sigma, 0.0);
+        assert!(p.steps >= 100);
+        // The next grid batch would leave fewer than 100 steps.
+        let next = (p.expected_batch as f64 * std::f64::consts::SQRT_2).round();
+        assert!((3600.0 * 12.0 / next).floor() < 100.0 || p.expected_batch == 2048);
+        // The estimate of examples/s counts the template and the full length.
+        let e = estimated_examples_per_second("lora", "Write a {label} text:\n", 48);
+        assert!((e - 548.0 / (8 + 48 + 1) as f64).abs() < 1e-9, "{e}");
+        assert!(estimated_examples_per_second("full", "x", 48) < e);
     }
 
     #[test]

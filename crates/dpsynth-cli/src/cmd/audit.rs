@@ -196,7 +196,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| dir.join("data").join("train.jsonl"));
             // The run's own training configuration (method, label-histogram share, template,
             // clip norm, steps, ...), so the audit trains exactly what `dpsynth run` trains.
-            let mut t = crate::pipeline::train_config(&rc, &dir, false);
+            let mut t = crate::pipeline::train_config(&rc, &dir, false)?;
             t.data = data;
             t.out = PathBuf::new();
             if t.no_dp {

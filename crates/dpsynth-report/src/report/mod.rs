@@ -6,6 +6,7 @@
 
 pub mod charts;
 pub mod doc;
+pub mod synthesis;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -335,6 +336,7 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
     );
     privacy_section(&mut doc, v);
     audit_section(&mut doc, v);
+    synthesis::synthesis_section(&mut doc, &v.dir, opts.public_only);
     if !opts.public_only {
         scores_section(&mut doc, v, "accuracy");
         doc.h2("DP fine-tuning loss");
