@@ -52,7 +52,11 @@ pub struct LabelFidelity {
 }
 
 /// Agreement of `predicted` with `labels_syn` (class indices into `names`).
-pub fn agreement(names: &[String], labels_syn: &[usize], predicted: &[usize]) -> Result<LabelFidelity> {
+pub fn agreement(
+    names: &[String],
+    labels_syn: &[usize],
+    predicted: &[usize],
+) -> Result<LabelFidelity> {
     if labels_syn.len() != predicted.len() || labels_syn.is_empty() {
         return Err(EvalError::Invalid(format!(
             "label fidelity: {} synthetic labels but {} predictions",
@@ -208,8 +212,16 @@ mod tests {
         let names = vec!["a".to_string(), "b".to_string()];
         let clean = agreement(&names, &ys, &m.predict(&xs)).unwrap();
         assert!(clean.agreement > 0.95, "{}", clean.agreement);
-        let noisy: Vec<usize> = ys.iter().enumerate().map(|(i, &y)| if i % 4 < 2 { 1 - y } else { y }).collect();
+        let noisy: Vec<usize> = ys
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| if i % 4 < 2 { 1 - y } else { y })
+            .collect();
         let bad = agreement(&names, &noisy, &m.predict(&xs)).unwrap();
-        assert!(bad.agreement < 0.6 && bad.agreement > 0.4, "{}", bad.agreement);
+        assert!(
+            bad.agreement < 0.6 && bad.agreement > 0.4,
+            "{}",
+            bad.agreement
+        );
     }
 }

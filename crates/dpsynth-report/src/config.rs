@@ -784,13 +784,19 @@ impl RunConfig {
         if !(t.time_budget >= 0.0 && t.time_budget.is_finite()) {
             return Err(invalid(
                 "train.time_budget",
-                format!("must be a number of seconds ≥ 0 (0 = off), got {}", t.time_budget),
+                format!(
+                    "must be a number of seconds ≥ 0 (0 = off), got {}",
+                    t.time_budget
+                ),
             ));
         }
         if !(t.throughput >= 0.0 && t.throughput.is_finite()) {
             return Err(invalid(
                 "train.throughput",
-                format!("must be examples/s ≥ 0 (0 = bench constant), got {}", t.throughput),
+                format!(
+                    "must be examples/s ≥ 0 (0 = bench constant), got {}",
+                    t.throughput
+                ),
             ));
         }
         if !LR_SCHEDULES.contains(&t.lr_schedule.as_str()) {
@@ -1006,7 +1012,11 @@ pub(crate) mod tests {
         // Explicit values win over the plan; without a budget the preset's numbers apply.
         let r = resolve(None, &[with_assets(&a), Override::new("train.steps", "12")]).unwrap();
         assert_eq!((r.config.train.steps, r.config.train.batch_size), (12, 0));
-        let r = resolve(None, &[with_assets(&a), Override::new("train.time_budget", "0")]).unwrap();
+        let r = resolve(
+            None,
+            &[with_assets(&a), Override::new("train.time_budget", "0")],
+        )
+        .unwrap();
         assert_eq!(r.config.train.steps, defaults::QUICK.steps);
         assert_eq!(r.config.train.batch_size, defaults::QUICK.batch_size);
         // 0 without a budget, a bad schedule, a negative budget: named errors.

@@ -8,7 +8,7 @@
 //! | key                              | quick  | full   | why |
 //! |----------------------------------|--------|--------|-----|
 //! | `data.max_train` (subset size)   | 8192   | 0 (all)| private records: more records = smaller q = less noise per step, at no training cost |
-//! | `data.max_test`                  | 400    | 0 (all)| held-out real records for evaluation |
+//! | `data.max_test`                  | 0 (all)| 0 (all)| held-out real records for evaluation: the whole test split (≈ 1,066 reviews for Rotten Tomatoes; 400 gave a standard error of ±2.2 points at 75 % accuracy, as large as the effects to see; ≈ 1,066 give ±1.3) |
 //! | `train.time_budget` (seconds)    | 600    | 14400  | compute budget the regime planner spends (below) |
 //! | `train.steps`                    | planned (160 without a budget) | planned (1000) | DP-SGD steps |
 //! | `train.batch_size` (expected)    | planned (32)  | planned (64) | q = batch / n; noise on the mean gradient ∝ σ / batch |
@@ -104,7 +104,7 @@ pub struct PresetNumbers {
 
 pub const QUICK: PresetNumbers = PresetNumbers {
     max_train: 8192,
-    max_test: 400,
+    max_test: 0,
     steps: 160,
     batch_size: 32,
     max_seq_len: 48,

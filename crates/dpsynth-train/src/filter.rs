@@ -452,8 +452,8 @@ mod tests {
             "film", "story", "actor", "plot", "scene", "music", "camera", "dialogue", "ending",
             "director", "charm", "humor", "drama", "pace", "script", "cast", "visual", "sound",
             "moment", "heart", "tension", "romance", "action", "comedy", "thriller", "drags",
-            "soars", "fails", "shines", "bores", "delights", "confuses", "moves", "works",
-            "sinks", "sparkles", "stumbles", "lingers", "flows", "falters",
+            "soars", "fails", "shines", "bores", "delights", "confuses", "moves", "works", "sinks",
+            "sparkles", "stumbles", "lingers", "flows", "falters",
         ];
         let mut state = 12345u64;
         let base: Vec<String> = (0..2000)
@@ -509,9 +509,11 @@ mod tests {
         assert_eq!(kept, vec![(1, 1), (2, 1), (3, 1), (7, 0), (8, 0), (9, 0)]);
         assert_eq!(s.dropped_by_balance, 4);
         assert_eq!(s.per_label, vec![(6, 3, 3), (4, 3, 3)]);
-        // Auto size: label 1 has 4, label 0 has 6 → n = 8 at 50/50.
+        // Auto size: label 1 has 4, label 0 has 6 → the largest n whose 50/50 quotas fit is 9
+        // (quotas 5 and 4).
         let s = select(&ll, &prompted, &prior, None, &FilterConfig::default()).unwrap();
-        assert_eq!(s.label.iter().filter(|l| l.is_some()).count(), 8);
+        assert_eq!(s.label.iter().filter(|l| l.is_some()).count(), 9);
+        assert_eq!(s.per_label, vec![(6, 5, 5), (4, 4, 4)]);
         // Without re-labelling every candidate keeps label 0; a confidence floor drops the
         // ones the model thinks are label 1.
         let cfg = FilterConfig {
@@ -577,7 +579,10 @@ mod tests {
                 let want = -dpsynth_lm::sequence_loss(&w, a, &seq, p.len()..seq.len())
                     .unwrap()
                     .sum;
-                assert!((ll - want).abs() < 1e-3 * want.abs().max(1.0), "{ll} vs {want}");
+                assert!(
+                    (ll - want).abs() < 1e-3 * want.abs().max(1.0),
+                    "{ll} vs {want}"
+                );
                 assert!(ll < 0.0);
             }
             per_adapter.push(got);
@@ -585,7 +590,16 @@ mod tests {
         // The adapter changes the scores (the DP model, not the base, is what scores).
         assert!((per_adapter[0][0] - per_adapter[1][0]).abs() > 1e-4);
         assert!(label_log_likelihoods(
-            &Generator::new(&w, None, GeneratorOptions { batch_size: 1, weights: dpsynth_lm::WeightFormat::F32 }, &Device::Cpu).unwrap(),
+            &Generator::new(
+                &w,
+                None,
+                GeneratorOptions {
+                    batch_size: 1,
+                    weights: dpsynth_lm::WeightFormat::F32
+                },
+                &Device::Cpu
+            )
+            .unwrap(),
             &[vec![]],
             &text,
             eos

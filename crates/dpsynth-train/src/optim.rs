@@ -72,9 +72,7 @@ impl AdamWConfig {
             return match self.schedule {
                 LrSchedule::Linear => self.lr * left,
                 // 1 at the end of the warm-up, 0 at `total_steps`.
-                LrSchedule::Cosine => {
-                    self.lr * 0.5 * (1.0 - (std::f64::consts::PI * left).cos())
-                }
+                LrSchedule::Cosine => self.lr * 0.5 * (1.0 - (std::f64::consts::PI * left).cos()),
                 LrSchedule::Constant => self.lr,
             };
         }

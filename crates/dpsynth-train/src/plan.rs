@@ -129,7 +129,10 @@ impl PlanOptions {
             return bad("the dataset has no records".into());
         }
         if !(self.epsilon > 0.0) {
-            return bad(format!("ε must be positive (inf = non-private), got {}", self.epsilon));
+            return bad(format!(
+                "ε must be positive (inf = non-private), got {}",
+                self.epsilon
+            ));
         }
         if !(self.delta > 0.0 && self.delta < 1.0) {
             return bad(format!("δ must be in (0, 1), got {}", self.delta));
@@ -294,7 +297,10 @@ pub fn plan_regime(o: &PlanOptions) -> Result<RegimePlan> {
             snr: (steps as f64).sqrt() * b as f64 / sigma.max(f64::MIN_POSITIVE),
         });
     }
-    let best = cands.iter().map(|c| c.snr).fold(f64::NEG_INFINITY, f64::max);
+    let best = cands
+        .iter()
+        .map(|c| c.snr)
+        .fold(f64::NEG_INFINITY, f64::max);
     let chosen = cands
         .iter()
         .filter(|c| c.snr >= SNR_TOLERANCE * best)
@@ -338,6 +344,7 @@ mod tests {
     fn plan_meets_the_target_by_the_accountant() {
         for budget in [400.0, 3600.0] {
             let p = plan_regime(&opts(budget)).unwrap();
+            eprintln!("{}", p.describe());
             let e = epsilon_pld(
                 &DpEvent::dp_sgd(p.sampling_probability, p.sigma, p.steps),
                 1e-5,
@@ -346,11 +353,7 @@ mod tests {
             assert!(e <= 3.0, "budget {budget}: ε = {e}");
             assert!(e > 2.9, "calibration should be tight, ε = {e}");
             assert!(p.steps >= 100, "{}", p.describe());
-            assert!(
-                p.estimated_seconds <= budget * 1.0001,
-                "{}",
-                p.describe()
-            );
+            assert!(p.estimated_seconds <= budget * 1.0001, "{}", p.describe());
             // The chosen candidate has the best SNR up to the tolerance.
             let best = p.candidates.iter().map(|c| c.snr).fold(0.0, f64::max);
             let c = p
@@ -380,6 +383,26 @@ mod tests {
         assert!(big.epochs >= 3.0, "{}", big.describe());
         let small = plan_regime(&opts(300.0)).unwrap();
         assert!(big.noise_per_update < small.noise_per_update);
+    }
+
+    /// The quick preset's numbers (printed with `--nocapture`): Rotten Tomatoes' template, 48
+    /// tokens, 8,192 records, ε = 3 minus the histogram's 0.1, 600 s; and the full preset's 4 h.
+    #[test]
+    fn preset_budgets_plan() {
+        let t =
+            "Write a one-sentence {label} movie review (fresh = positive, rotten = negative):\n";
+        for (budget, len) in [(600.0, 48), (14400.0, 128)] {
+            let eps = estimated_examples_per_second("lora", t, len);
+            let p = plan_regime(&PlanOptions::new(8192, 2.9, 1e-5, budget, eps)).unwrap();
+            eprintln!("{}", p.describe());
+            for c in &p.candidates {
+                eprintln!(
+                    "  B {} T {} σ {:.3} snr {:.1}",
+                    c.expected_batch, c.steps, c.sigma, c.snr
+                );
+            }
+            assert!(p.estimated_seconds <= budget);
+        }
     }
 
     #[test]
@@ -413,9 +436,12 @@ mod tests {
         let p = plan_regime(&o).unwrap();
         assert_eq!(p.sigma, 0.0);
         assert!(p.steps >= 100);
-        // The next grid batch would leave fewer than 100 steps.
-        let next = (p.expected_batch as f64 * std::f64::consts::SQRT_2).round();
-        assert!((3600.0 * 12.0 / next).floor() < 100.0 || p.expected_batch == 2048);
+        // Without noise the largest batch that keeps 100 steps wins: every candidate searched
+        // keeps 100 steps, and the chosen one is the largest.
+        assert!(p.candidates.iter().all(|c| c.steps >= 100));
+        let largest = p.candidates.iter().map(|c| c.expected_batch).max().unwrap();
+        assert_eq!(p.expected_batch, largest, "{}", p.describe());
+        assert!(p.expected_batch * 2 > 3600 * 12 / 100, "{}", p.describe());
         // The estimate of examples/s counts the template and the full length.
         let e = estimated_examples_per_second("lora", "Write a {label} text:\n", 48);
         assert!((e - 548.0 / (8 + 48 + 1) as f64).abs() < 1e-9, "{e}");

@@ -234,7 +234,10 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
             return Err(TrainError::Config("--candidates must be at least 1".into()));
         }
     }
-    let quotas = allocate(cfg.filter.as_ref().and(cfg.candidates).unwrap_or(cfg.n), &props);
+    let quotas = allocate(
+        cfg.filter.as_ref().and(cfg.candidates).unwrap_or(cfg.n),
+        &props,
+    );
     let device = Device::Cpu;
     let model_path = cfg.model.clone().unwrap_or(info.model.clone());
     progress.message("loading model");

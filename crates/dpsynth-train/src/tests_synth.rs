@@ -13,8 +13,8 @@ use crate::{LabelDistribution, Method, NoProgress, TrainConfig};
 
 const WORDS: [&str; 24] = [
     "the", "movie", "was", "good", "bad", "plot", "actor", "film", "great", "boring", "fun",
-    "story", "scene", "music", "long", "short", "very", "not", "and", "it", "sad", "funny",
-    "slow", "bright",
+    "story", "scene", "music", "long", "short", "very", "not", "and", "it", "sad", "funny", "slow",
+    "bright",
 ];
 
 /// A tiny model directory (config.json, model.safetensors, word-level tokenizer.json) and a
@@ -22,7 +22,9 @@ const WORDS: [&str; 24] = [
 fn setup(root: &Path) -> (PathBuf, PathBuf) {
     let model = root.join("model");
     std::fs::create_dir_all(&model).unwrap();
-    let mut vocab: Vec<&str> = vec!["<unk>", "<s>", "</s>", "Write", "a", "text", ":", "pos", "neg"];
+    let mut vocab: Vec<&str> = vec![
+        "<unk>", "<s>", "</s>", "Write", "a", "text", ":", "pos", "neg",
+    ];
     vocab.extend(WORDS);
     let v: serde_json::Map<String, serde_json::Value> = vocab
         .iter()
@@ -47,13 +49,18 @@ fn setup(root: &Path) -> (PathBuf, PathBuf) {
     dpsynth_lm::adapter::save_hf_model(&w, &model).unwrap();
     let mut s = 17u64;
     let mut next = |m: usize| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 33) as usize) % m
     };
     let recs: Vec<dpsynth_data::Record> = (0..64)
         .map(|i| dpsynth_data::Record {
             id: format!("r{i}"),
-            text: (0..5).map(|_| WORDS[next(WORDS.len())]).collect::<Vec<_>>().join(" "),
+            text: (0..5)
+                .map(|_| WORDS[next(WORDS.len())])
+                .collect::<Vec<_>>()
+                .join(" "),
             label: if next(3) == 0 { "neg" } else { "pos" }.into(),
             user: None,
         })
@@ -124,7 +131,10 @@ fn filtered_synthesis_and_the_epsilon_zero_control() {
     let d = tempfile::tempdir().unwrap();
     let run = train_tiny(d.path());
     let ledger = crate::ledger::Ledger::read(&run.join("privacy.json")).unwrap();
-    let hist = ledger.label_histogram.clone().expect("DP histogram released");
+    let hist = ledger
+        .label_histogram
+        .clone()
+        .expect("DP histogram released");
 
     let out = d.path().join("syn.jsonl");
     let mut sc = SynthConfig::new(run.clone(), 10, out.clone());

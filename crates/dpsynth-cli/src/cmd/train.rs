@@ -237,9 +237,7 @@ impl Args {
             }
             Some(e) => e,
         };
-        let delta = c
-            .delta
-            .unwrap_or_else(|| 1.0 / (n.max(1) as f64).powf(1.1));
+        let delta = c.delta.unwrap_or_else(|| 1.0 / (n.max(1) as f64).powf(1.1));
         let throughput = self.throughput.unwrap_or_else(|| {
             estimated_examples_per_second(&self.method, &c.template, c.max_tokens)
                 / if self.user_level {

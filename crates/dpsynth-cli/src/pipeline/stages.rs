@@ -537,7 +537,10 @@ fn synth_config(
     sc.max_new_tokens = cfg.synth.max_new_tokens as usize;
     sc.batch_size = cfg.synth.batch_size as usize;
     // A different sampling stream for the control (no privacy effect either way).
-    sc.seed = cfg.run.seed.map(|s| if control { s ^ 0x00c0_47e0 } else { s });
+    sc.seed = cfg
+        .run
+        .seed
+        .map(|s| if control { s ^ 0x00c0_47e0 } else { s });
     sc.model = Some(cfg.model_path());
     sc.base_only = control;
     if cfg.synth.filter {

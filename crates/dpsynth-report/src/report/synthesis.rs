@@ -128,7 +128,12 @@ pub fn synthesis_section(doc: &mut Doc, dir: &Path, public_only: bool) {
             }
         }
         doc.table(
-            &["trained on → real test", "classifier", "accuracy", "macro-F1"],
+            &[
+                "trained on → real test",
+                "classifier",
+                "accuracy",
+                "macro-F1",
+            ],
             rows,
         );
     }
@@ -155,7 +160,12 @@ pub fn synthesis_section(doc: &mut Doc, dir: &Path, public_only: bool) {
             }
         }
         doc.table(
-            &["synthetic data", "records", "agreement ± s.e.", "majority label share"],
+            &[
+                "synthetic data",
+                "records",
+                "agreement ± s.e.",
+                "majority label share",
+            ],
             rows,
         );
     }
