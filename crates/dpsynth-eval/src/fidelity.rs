@@ -200,7 +200,7 @@ mod tests {
                 let c = i % 2;
                 for d in 0..8 {
                     let mean = if d == 0 { 2.0 * c as f32 - 1.0 } else { 0.0 };
-                    data.push(mean + rng.gen_range(-0.5f32..0.5));
+                    data.push(mean + rng.random_range(-0.5f32..0.5));
                 }
                 y.push(c);
             }

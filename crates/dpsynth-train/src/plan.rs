@@ -294,7 +294,7 @@ pub fn plan_regime(o: &PlanOptions) -> Result<RegimePlan> {
             steps,
             sigma,
             // Non-private (σ = 0): the noise-free ratio √T·B, largest at the largest batch.
-            snr: (steps as f64).sqrt() * b as f64 / sigma.max(f64::MIN_POSITIVE),
+            snr: (steps as f64).sqrt() * b as f64 / if sigma > 0.0 { sigma } else { 1.0 },
         });
     }
     let best = cands

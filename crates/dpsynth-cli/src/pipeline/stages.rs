@@ -355,7 +355,7 @@ fn train_units(dir: &Path) -> anyhow::Result<usize> {
 /// # Privacy
 /// Public quantities only; nothing computed from the records' contents.
 pub fn regime_plan(cfg: &RunConfig, dir: &Path) -> anyhow::Result<dpsynth_train::plan::RegimePlan> {
-    use dpsynth_train::plan::{estimated_examples_per_second, plan_regime, PlanOptions};
+    use dpsynth_train::plan::{estimated_examples_per_second, PlanOptions};
     anyhow::ensure!(
         cfg.train.time_budget > 0.0,
         "train.steps / train.batch_size = 0 need train.time_budget > 0 (the planner chooses them)"
