@@ -28,10 +28,14 @@
 //! win. The numbers in parentheses are the fallback when the budget is set to 0. The quick
 //! budget (600 s of estimated training time) and 2,000 candidates were sized so that the whole
 //! run, the ε = 0 control included, stays within the 20-minute target on 2 cores; they were
-//! not chosen from results. On 8,192 records at ε = 3 the quick budget buys ≈ 4,300 example
-//! gradients, so the plan is the smallest-batch one (expected batch ≈ 40, ≈ 105 steps): on 2
-//! cores a 20-minute run cannot reach the large batches and several epochs that the full
-//! preset's 4-hour budget buys (expected batch in the hundreds to thousands).
+//! not chosen from results. Computed by the planner (`preset_budgets_plan` test, printed with
+//! `--nocapture`): on 8,192 records at ε = 2.9 for DP-SGD (3 minus the histogram's 0.1) the quick
+//! budget buys ≈ 4,300 example gradients at the estimated 7.2 examples/s (76 tokens each), and the
+//! plan is expected batch 32, 135 steps (0.53 epochs), σ ≈ 0.57, σ/B = 1.8e-2 — the starved
+//! regime of issue 17: on 2 cores a 20-minute run cannot buy more. The full preset's 4-hour budget
+//! (128 tokens, 3.5 examples/s) plans expected batch 362, 139 steps (6.1 epochs), σ ≈ 1.11,
+//! σ/B = 3.1e-3: six times less noise per update. Both are estimates from the bench constant, not
+//! measured runs.
 //!
 //! Privacy defaults (both presets): total ε = 3, δ = 1e-5, clipping norm C = 1.0. The label
 //! histogram's Gaussian noise is calibrated to ε = 0.1 on its own and composed with DP-SGD
