@@ -6,6 +6,8 @@
 //!   version ([`dpsgd`]).
 //! - [`cnn`]: a word-level CNN (Kim 2014) trained from scratch, non-private or with DP-SGD.
 //! - [`metrics`]: accuracy, macro-F1, per-class precision/recall, confusion matrix.
+//! - [`fidelity`]: label fidelity of synthetic records under a real-data classifier (a
+//!   private, non-DP diagnostic).
 //! - [`mauve`]: MAUVE (Pillutla et al. 2021) between two sets of embeddings.
 //! - [`textstats`]: length/vocabulary/label statistics and the memorization check.
 //! - [`evaluate()`]: the whole evaluation used by `dpsynth evaluate` and the pipeline.
@@ -20,6 +22,7 @@ pub mod bench;
 pub mod cnn;
 pub mod dpsgd;
 pub mod embed;
+pub mod fidelity;
 pub mod linalg;
 pub mod logreg;
 pub mod logreg_dp;
@@ -32,7 +35,7 @@ pub mod textstats;
 pub use pipeline::files as output_files;
 pub use pipeline::{
     default_cache_dir, evaluate, shared_cache_dir, ClassifierKind, ComparisonRow, EvalConfig,
-    EvalReport, LabelCheck, PublicMetrics, TrainingSet,
+    EvalReport, LabelCheck, PublicMetrics, TrainingSet, PRIVATE_CACHE_DIR,
 };
 pub use progress::Progress;
 

@@ -80,8 +80,11 @@ pub const KEYS: &[KeySpec] = &[
     key!("model.path", "model", Path, "Generator model (GGUF or safetensors folder) [default: <assets>/smollm2/…gguf]"),
     key!("model.embedding", "embedding-model", Path, "Sentence-embedding model folder for evaluation [default: <assets>/minilm]"),
     key!("train.method", "method", Str, "Fine-tuning method: lora, prompt or full"),
-    key!("train.steps", "steps", Int, "DP-SGD steps"),
-    key!("train.batch_size", "batch-size", Int, "Expected batch size (Poisson sampling rate q = batch_size / n)"),
+    key!("train.steps", "steps", Int, "DP-SGD steps [default: chosen by the regime planner from train.time_budget; the preset's number when the budget is 0]"),
+    key!("train.batch_size", "batch-size", Int, "Expected batch size (Poisson sampling rate q = batch_size / n) [default: chosen by the regime planner, as train.steps]"),
+    key!("train.time_budget", "time-budget", Float, "Training time budget in seconds: the regime planner picks expected batch, steps, σ and the learning-rate schedule from N, ε, δ and this budget (public quantities only; explicit train.steps / train.batch_size win). 0 = off"),
+    key!("train.throughput", "throughput", Float, "Training examples per second the planner assumes (0 = the bench constant of this project's Xeon for the method at train.max_seq_len tokens; measure yours with `dpsynth bench`)"),
+    key!("train.lr_schedule", "lr-schedule", Str, "Learning-rate decay after linear warm-up: auto (cosine when planned, else linear), linear, cosine or constant"),
     key!("train.learning_rate", "learning-rate", Float, "Learning rate"),
     key!("train.max_seq_len", "max-seq-len", Int, "Text tokens kept per training example (the label prompt and EOS come on top, uncounted); longer texts are truncated"),
     key!("train.lora_rank", "lora-rank", Int, "LoRA rank r"),
@@ -93,10 +96,15 @@ pub const KEYS: &[KeySpec] = &[
     key!("synth.temperature", "temperature", Float, "Sampling temperature"),
     key!("synth.top_p", "top-p", Float, "Nucleus sampling p (1 = off)"),
     key!("synth.batch_size", "synth-batch-size", Int, "Sequences generated together"),
+    key!("synth.filter", "synth-filter", Bool, "Post-process candidates (free, no ε): remove exact and near duplicates, score each under the DP model with every label's prefix, re-label to the most likely label, keep synth.count balanced by the DP label histogram"),
+    key!("synth.candidates", "candidates", Int, "Candidates sampled before filtering (0 = as many as the real training records); synth.count of them are kept"),
+    key!("synth.near_dup_jaccard", "near-dup-jaccard", Float, "Near-duplicate threshold: Jaccard similarity of character 5-grams (Lee et al. 2022: 0.8; above 1 = exact duplicates only)"),
+    key!("synth.control", "control", Bool, "Also build the ε = 0 control (the public base model, same template and filters, uniform labels, no private data) and evaluate it next to the DP data"),
     key!("eval.classifiers", "classifiers", StrList, "Downstream classifiers: embedding (BERT-embedding), cnn (word-level CNN)"),
     key!("eval.baseline", "baseline", Bool, "Also train the DP-SGD baseline classifier on the real data at the same ε"),
     key!("eval.ceiling", "ceiling", Bool, "Also train the non-private real-data classifier (the ceiling)"),
     key!("eval.mauve", "mauve", Bool, "Compute MAUVE between synthetic and real test texts"),
+    key!("eval.label_fidelity", "label-fidelity", Bool, "Label fidelity: how often a classifier trained on the real training data agrees with each synthetic label (a NON-private diagnostic for the data holder, kept out of public outputs)"),
 ];
 
 /// Look a key up by its dotted name.
@@ -113,6 +121,8 @@ pub fn flag_spec(flag: &str) -> Option<&'static KeySpec> {
 pub const RECIPES: &[&str] = &["rotten-tomatoes", "bbc-news", "spamassassin"];
 /// Fine-tuning methods.
 pub const METHODS: &[&str] = &["lora", "prompt", "full"];
+/// Learning-rate schedules (`auto`: cosine when the regime planner chose the steps, else linear).
+pub const LR_SCHEDULES: &[&str] = &["auto", "linear", "cosine", "constant"];
 /// Downstream classifiers.
 pub const CLASSIFIERS: &[&str] = &["embedding", "cnn"];
 
@@ -179,8 +189,16 @@ pub struct ModelSection {
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
     pub method: String,
+    /// 0 = chosen by the regime planner (needs `time_budget` > 0).
     pub steps: u64,
+    /// 0 = chosen by the regime planner (needs `time_budget` > 0).
     pub batch_size: u64,
+    /// Seconds; 0 = no planner.
+    pub time_budget: f64,
+    /// Examples/s the planner assumes; 0 = the bench constant.
+    pub throughput: f64,
+    /// auto, linear, cosine or constant.
+    pub lr_schedule: String,
     pub learning_rate: f64,
     pub max_seq_len: u64,
     pub lora_rank: u64,
@@ -199,6 +217,11 @@ pub struct SynthSection {
     pub temperature: f64,
     pub top_p: f64,
     pub batch_size: u64,
+    pub filter: bool,
+    /// 0 = as many as the real training records.
+    pub candidates: u64,
+    pub near_dup_jaccard: f64,
+    pub control: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +231,7 @@ pub struct EvalSection {
     pub baseline: bool,
     pub ceiling: bool,
     pub mauve: bool,
+    pub label_fidelity: bool,
 }
 
 /// Errors found while reading, merging or checking a configuration. Each names the key or path.
@@ -317,6 +341,9 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             method: defaults::METHOD.into(),
             steps: n.steps,
             batch_size: n.batch_size,
+            time_budget: n.train_time_budget,
+            throughput: 0.0,
+            lr_schedule: "auto".into(),
             learning_rate: n.learning_rate,
             max_seq_len: n.max_seq_len,
             lora_rank: 8,
@@ -330,12 +357,17 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             temperature: 1.0,
             top_p: 0.95,
             batch_size: 8,
+            filter: true,
+            candidates: n.synth_candidates,
+            near_dup_jaccard: 0.8,
+            control: true,
         },
         eval: EvalSection {
             classifiers: vec!["embedding".into(), "cnn".into()],
             baseline: true,
             ceiling: true,
             mauve: true,
+            label_fidelity: true,
         },
     }
 }
@@ -587,6 +619,16 @@ pub fn resolve_entries(
     if config.train.method == "prompt" && !origins.contains_key("train.learning_rate") {
         config.train.learning_rate = defaults::PROMPT_LEARNING_RATE;
     }
+    // With a time budget the regime planner chooses what the user did not set explicitly
+    // (0 = planned); the preset's numbers remain the fallback when the budget is 0.
+    if config.train.time_budget > 0.0 {
+        if !origins.contains_key("train.steps") {
+            config.train.steps = 0;
+        }
+        if !origins.contains_key("train.batch_size") {
+            config.train.batch_size = 0;
+        }
+    }
     let resolved = Resolved { config, origins };
     resolved.config.validate(&resolved.origins)?;
     Ok(resolved)
@@ -738,9 +780,55 @@ impl RunConfig {
                 ),
             ));
         }
+        let t = &self.train;
+        if !(t.time_budget >= 0.0 && t.time_budget.is_finite()) {
+            return Err(invalid(
+                "train.time_budget",
+                format!(
+                    "must be a number of seconds ≥ 0 (0 = off), got {}",
+                    t.time_budget
+                ),
+            ));
+        }
+        if !(t.throughput >= 0.0 && t.throughput.is_finite()) {
+            return Err(invalid(
+                "train.throughput",
+                format!(
+                    "must be examples/s ≥ 0 (0 = bench constant), got {}",
+                    t.throughput
+                ),
+            ));
+        }
+        if !LR_SCHEDULES.contains(&t.lr_schedule.as_str()) {
+            return Err(invalid(
+                "train.lr_schedule",
+                format!(
+                    "unknown schedule \"{}\"; use one of {}",
+                    t.lr_schedule,
+                    LR_SCHEDULES.join(", ")
+                ),
+            ));
+        }
+        let planned = t.time_budget > 0.0;
+        for (k, v) in [("train.steps", t.steps), ("train.batch_size", t.batch_size)] {
+            if v == 0 && !planned {
+                return Err(invalid(
+                    k,
+                    "must be ≥ 1 (0 = chosen by the planner, which needs train.time_budget > 0)"
+                        .into(),
+                ));
+            }
+        }
+        if !(self.synth.near_dup_jaccard > 0.0) {
+            return Err(invalid(
+                "synth.near_dup_jaccard",
+                format!(
+                    "must be > 0 (≤ 1 removes near duplicates, above 1 only exact ones), got {}",
+                    self.synth.near_dup_jaccard
+                ),
+            ));
+        }
         for (k, v) in [
-            ("train.steps", self.train.steps),
-            ("train.batch_size", self.train.batch_size),
             ("train.max_seq_len", self.train.max_seq_len),
             ("train.lora_rank", self.train.lora_rank),
             ("train.prompt_tokens", self.train.prompt_tokens),
@@ -917,8 +1005,40 @@ pub(crate) mod tests {
         assert_eq!(c.train.method, "lora");
         assert_eq!(c.privacy.epsilon, 3.0);
         assert_eq!(c.data.max_train, defaults::QUICK.max_train);
-        assert_eq!(c.train.steps, defaults::QUICK.steps);
+        // The quick preset has a time budget: steps and batch are the planner's (0 here).
+        assert_eq!(c.train.time_budget, defaults::QUICK.train_time_budget);
+        assert_eq!((c.train.steps, c.train.batch_size), (0, 0));
         assert_eq!(c.synth.count, defaults::QUICK.synth_count);
+        // Explicit values win over the plan; without a budget the preset's numbers apply.
+        let r = resolve(None, &[with_assets(&a), Override::new("train.steps", "12")]).unwrap();
+        assert_eq!((r.config.train.steps, r.config.train.batch_size), (12, 0));
+        let r = resolve(
+            None,
+            &[with_assets(&a), Override::new("train.time_budget", "0")],
+        )
+        .unwrap();
+        assert_eq!(r.config.train.steps, defaults::QUICK.steps);
+        assert_eq!(r.config.train.batch_size, defaults::QUICK.batch_size);
+        // 0 without a budget, a bad schedule, a negative budget: named errors.
+        for (k, v) in [
+            ("train.lr_schedule", "warm"),
+            ("train.time_budget", "-5"),
+            ("train.throughput", "-1"),
+            ("synth.near_dup_jaccard", "0"),
+        ] {
+            let e = resolve(None, &[with_assets(&a), Override::new(k, v)]).unwrap_err();
+            assert_eq!(e.key(), Some(k), "{e}");
+        }
+        let e = resolve(
+            None,
+            &[
+                with_assets(&a),
+                Override::new("train.time_budget", "0"),
+                Override::new("train.steps", "0"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.key(), Some("train.steps"), "{e}");
         assert!((c.label_budget_share() - 0.1 / 3.0).abs() < 1e-12);
         assert_eq!(
             c.train.prompt_template, None,
@@ -973,7 +1093,9 @@ pub(crate) mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "[run]\npreset = \"full\"\n[train]\nsteps = 7\n");
         let r = resolve(Some(&p), &[with_assets(&a)]).unwrap();
-        assert_eq!(r.config.train.batch_size, defaults::FULL.batch_size);
+        // The budget plans the batch; the file's steps win.
+        assert_eq!(r.config.train.batch_size, 0);
+        assert_eq!(r.config.train.time_budget, defaults::FULL.train_time_budget);
         assert_eq!(r.config.train.steps, 7);
         assert_eq!(r.origins["train.steps"], p.display().to_string());
         // Flags win over the file.

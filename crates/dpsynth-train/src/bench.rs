@@ -312,6 +312,7 @@ pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
                         weight_decay: 0.0,
                         warmup_steps: 0,
                         total_steps: 0,
+                        schedule: Default::default(),
                     },
                     &params,
                 )?;

@@ -17,6 +17,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod dp;
 pub mod error;
+pub mod filter;
 pub mod format;
 pub mod frozen;
 pub mod labels;
@@ -25,6 +26,7 @@ mod method;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod plan;
 pub mod progress;
 pub mod rng;
 pub mod synth;
@@ -40,3 +42,5 @@ pub use train::{train, NoProgress, Progress, StepInfo, TrainConfig, TrainSummary
 mod tests;
 #[cfg(test)]
 mod tests_dp;
+#[cfg(test)]
+mod tests_synth;

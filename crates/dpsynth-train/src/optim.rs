@@ -1,4 +1,4 @@
-//! AdamW with linear warm-up and linear decay.
+//! AdamW with linear warm-up, then linear or cosine decay (or a constant rate).
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -6,6 +6,41 @@ use serde::{Deserialize, Serialize};
 use crate::dp::ReleasableGradient;
 use crate::model::Params;
 use crate::Result;
+
+/// Learning-rate decay after the linear warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// Linear decay to 0 at the last step (the original schedule).
+    #[default]
+    Linear,
+    /// Half-cosine decay to 0 at the last step (Loshchilov & Hutter 2017, without restarts).
+    Cosine,
+    /// Constant after the warm-up.
+    Constant,
+}
+
+impl LrSchedule {
+    pub fn name(self) -> &'static str {
+        match self {
+            LrSchedule::Linear => "linear",
+            LrSchedule::Cosine => "cosine",
+            LrSchedule::Constant => "constant",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "linear" => Some(LrSchedule::Linear),
+            "cosine" => Some(LrSchedule::Cosine),
+            "constant" => Some(LrSchedule::Constant),
+            _ => None,
+        }
+    }
+    /// For `skip_serializing_if`: configs written before the option existed used `linear`.
+    pub fn is_linear(&self) -> bool {
+        *self == LrSchedule::Linear
+    }
+}
 
 /// Optimizer hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,8 +52,11 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     /// Steps of linear warm-up from 0 to `lr`.
     pub warmup_steps: usize,
-    /// Total steps; the rate decays linearly to 0 at this step (0 = constant after warm-up).
+    /// Total steps; the rate decays to 0 at this step (0 = constant after warm-up).
     pub total_steps: usize,
+    /// Decay shape after the warm-up.
+    #[serde(default)]
+    pub schedule: LrSchedule,
 }
 
 impl AdamWConfig {
@@ -30,7 +68,13 @@ impl AdamWConfig {
         if self.total_steps > self.warmup_steps {
             let rem = self.total_steps.saturating_sub(t) as f64;
             let span = (self.total_steps - self.warmup_steps) as f64;
-            return self.lr * (rem / span).clamp(0.0, 1.0);
+            let left = (rem / span).clamp(0.0, 1.0);
+            return match self.schedule {
+                LrSchedule::Linear => self.lr * left,
+                // 1 at the end of the warm-up, 0 at `total_steps`.
+                LrSchedule::Cosine => self.lr * 0.5 * (1.0 - (std::f64::consts::PI * left).cos()),
+                LrSchedule::Constant => self.lr,
+            };
         }
         self.lr
     }
@@ -92,5 +136,49 @@ impl AdamW {
             *t = t.to_device(dev)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(schedule: LrSchedule) -> AdamWConfig {
+        AdamWConfig {
+            lr: 1.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup_steps: 10,
+            total_steps: 110,
+            schedule,
+        }
+    }
+
+    #[test]
+    fn schedules_warm_up_then_decay() {
+        for s in [LrSchedule::Linear, LrSchedule::Cosine, LrSchedule::Constant] {
+            let c = cfg(s);
+            // Linear warm-up: 0.1, 0.2, ..., 1.0 over the first 10 steps.
+            assert!((c.lr_at(0) - 0.1).abs() < 1e-12);
+            assert!((c.lr_at(9) - 1.0).abs() < 1e-12);
+            assert!((c.lr_at(10) - 1.0).abs() < 1e-12, "{s:?}");
+            let mut last = f64::INFINITY;
+            for t in 10..110 {
+                let r = c.lr_at(t);
+                assert!(r <= last + 1e-12 && r >= 0.0, "{s:?} t={t}");
+                last = r;
+            }
+        }
+        // Halfway through the decay: linear 0.5, cosine 0.5; a quarter in: cosine above linear.
+        let (l, c) = (cfg(LrSchedule::Linear), cfg(LrSchedule::Cosine));
+        assert!((l.lr_at(60) - 0.5).abs() < 1e-12);
+        assert!((c.lr_at(60) - 0.5).abs() < 1e-12);
+        assert!(c.lr_at(35) > l.lr_at(35));
+        assert!(c.lr_at(109) < 0.01 && c.lr_at(109) > 0.0);
+        assert_eq!(cfg(LrSchedule::Constant).lr_at(109), 1.0);
+        assert_eq!(LrSchedule::parse("cosine"), Some(LrSchedule::Cosine));
+        assert_eq!(LrSchedule::parse("cos"), None);
     }
 }

@@ -49,6 +49,7 @@ use candle_core::Device;
 use dpsynth_lm::{Adapter, GenRequest, Generator, GeneratorOptions, SamplingParams, WeightFormat};
 use serde::{Deserialize, Serialize};
 
+use crate::filter::{FilterConfig, FilterCounts, LabelFilterCounts};
 use crate::labels::{allocate, LabelDistribution};
 use crate::ledger::Ledger;
 use crate::train::{RunInfo, RunPaths};
@@ -82,6 +83,20 @@ pub struct SynthConfig {
     pub weights: String,
     /// Generation rounds to fill per-label quotas after filtering and de-duplication.
     pub max_rounds: usize,
+    /// Post-processing ([`crate::filter`]): when set, `candidates` texts are sampled, exact and
+    /// near duplicates removed, every candidate scored under the model with every label's
+    /// prefix, re-labelled, and `n` kept, balanced by the label proportions. `None`: the plain
+    /// sampler (`n` records, per-label quotas, exact duplicates and length filter only).
+    #[serde(default)]
+    pub filter: Option<FilterConfig>,
+    /// Candidates to sample when filtering (default: `n`; at least `n` is sensible).
+    #[serde(default)]
+    pub candidates: Option<usize>,
+    /// The ε = 0 control: sample from the public base model (the run's adapter is not loaded)
+    /// with the same template, uniform labels (the DP histogram is not read) and the same
+    /// filters. Uses no private data at all.
+    #[serde(default)]
+    pub base_only: bool,
 }
 
 impl SynthConfig {
@@ -102,6 +117,9 @@ impl SynthConfig {
             model: None,
             weights: "auto".into(),
             max_rounds: 4,
+            filter: None,
+            candidates: None,
+            base_only: false,
         }
     }
 }
@@ -130,6 +148,15 @@ pub struct SynthSummary {
     pub generated_tokens: usize,
     pub tokens_per_second: f64,
     pub seconds: f64,
+    /// What the post-processing did (only with [`SynthConfig::filter`]).
+    #[serde(default)]
+    pub filter: Option<FilterCounts>,
+}
+
+/// Where [`synthesize`] writes the filter counts for an output file: `synthetic.jsonl` →
+/// `synthetic.filter.json`.
+pub fn filter_counts_path(out: &Path) -> PathBuf {
+    out.with_extension("filter.json")
 }
 
 #[derive(Serialize)]
@@ -190,22 +217,40 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
                 format!("{e}; is this a `dpsynth train` run directory?"),
             )
         })?)?;
-    let ledger = Ledger::read(&paths.ledger())?;
-    let dist = cfg
-        .label_distribution
-        .clone()
-        .unwrap_or(info.label_distribution.clone());
-    let props = label_proportions(&info, &ledger, &dist)?;
-    let quotas = allocate(cfg.n, &props);
+    let props = if cfg.base_only {
+        // ε = 0 control: nothing derived from the private data, not even the DP histogram.
+        vec![1.0 / info.labels.len().max(1) as f64; info.labels.len()]
+    } else {
+        let ledger = Ledger::read(&paths.ledger())?;
+        let dist = cfg
+            .label_distribution
+            .clone()
+            .unwrap_or(info.label_distribution.clone());
+        label_proportions(&info, &ledger, &dist)?
+    };
+    if let Some(f) = &cfg.filter {
+        f.validate()?;
+        if cfg.candidates.is_some_and(|c| c == 0) {
+            return Err(TrainError::Config("--candidates must be at least 1".into()));
+        }
+    }
+    let quotas = allocate(
+        cfg.filter.as_ref().and(cfg.candidates).unwrap_or(cfg.n),
+        &props,
+    );
     let device = Device::Cpu;
     let model_path = cfg.model.clone().unwrap_or(info.model.clone());
     progress.message("loading model");
     let (weights, tok) = dpsynth_lm::load_model(&model_path, &device)?;
-    let adapter = Adapter::load(&paths.adapter(), &weights.config, &device)?;
+    let adapter = if cfg.base_only {
+        None
+    } else {
+        Some(Adapter::load(&paths.adapter(), &weights.config, &device)?)
+    };
     let wf: WeightFormat = cfg.weights.parse()?;
     let generator = Generator::new(
         &weights,
-        Some(&adapter),
+        adapter.as_ref(),
         GeneratorOptions {
             batch_size: cfg.batch_size.max(1),
             weights: wf,
@@ -227,14 +272,30 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
         .iter()
         .map(|l| crate::format::prefix_ids(&tok, &info.template, l))
         .collect::<Result<_>>()?;
-    let f = std::fs::File::create(&cfg.out).map_err(|e| TrainError::file(&cfg.out, e))?;
-    let mut w = std::io::BufWriter::new(f);
     let mut seed_rng = match cfg.seed {
         Some(s) => {
             crate::rng::DpRng::new(crate::rng::SeedPolicy::Seeded { seed: s }, "synthesis", 0)
         }
         None => crate::rng::DpRng::new(crate::rng::SeedPolicy::Os, "synthesis", 0),
     };
+    if let Some(fc) = &cfg.filter {
+        return synthesize_filtered(
+            cfg,
+            fc,
+            &info,
+            &props,
+            &quotas,
+            &generator,
+            &tok,
+            &params,
+            &prompts,
+            &mut seed_rng,
+            progress,
+            t0,
+        );
+    }
+    let f = std::fs::File::create(&cfg.out).map_err(|e| TrainError::file(&cfg.out, e))?;
+    let mut w = std::io::BufWriter::new(f);
     let mut have = vec![0usize; quotas.len()];
     let mut seen: HashSet<String> = HashSet::new();
     let (mut dups, mut filtered, mut written, mut tokens) = (0usize, 0usize, 0usize, 0usize);
@@ -319,5 +380,200 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
         generated_tokens: tokens,
         tokens_per_second: tokens as f64 / gen_secs.max(1e-9),
         seconds: t0.elapsed().as_secs_f64(),
+        filter: None,
+    })
+}
+
+/// Sample `quotas` candidates per prompted label, remove duplicates, score, re-label, balance
+/// and write `cfg.n` records plus the filter counts.
+///
+/// # Privacy
+/// Post-processing of the DP model and the released label proportions (see [`crate::filter`]).
+#[allow(clippy::too_many_arguments)]
+fn synthesize_filtered(
+    cfg: &SynthConfig,
+    fc: &FilterConfig,
+    info: &RunInfo,
+    props: &[f64],
+    quotas: &[usize],
+    generator: &Generator,
+    tok: &dpsynth_lm::Tokenizer,
+    params: &SamplingParams,
+    prompts: &[Vec<u32>],
+    seed_rng: &mut crate::rng::DpRng,
+    progress: &mut dyn SynthProgress,
+    t0: Instant,
+) -> Result<SynthSummary> {
+    let eos = params.stop_tokens[0];
+    let total: usize = quotas.iter().sum();
+    // 1. Candidates (length filter only; duplicates are handled below, across labels).
+    let mut cands: Vec<(String, usize)> = Vec::with_capacity(total);
+    let mut have = vec![0usize; quotas.len()];
+    let (mut by_length, mut tokens, mut gen_secs) = (0usize, 0usize, 0f64);
+    progress.message(&format!(
+        "sampling {total} candidates ({})",
+        if cfg.base_only {
+            "base model, ε = 0 control"
+        } else {
+            "DP model"
+        }
+    ));
+    progress.start(total);
+    for round in 0..cfg.max_rounds.max(1) {
+        let mut reqs = Vec::new();
+        let mut req_label = Vec::new();
+        for (li, (&q, &h)) in quotas.iter().zip(&have).enumerate() {
+            let missing = q.saturating_sub(h);
+            let k = if round == 0 {
+                missing
+            } else {
+                missing + missing.div_ceil(4)
+            };
+            for _ in 0..k {
+                reqs.push(GenRequest {
+                    prompt_ids: prompts[li].clone(),
+                    seed: seed_rng.next_u64(),
+                });
+                req_label.push(li);
+            }
+        }
+        if reqs.is_empty() {
+            break;
+        }
+        let stats = generator.generate(reqs, params, |o| {
+            let li = req_label[o.index];
+            if have[li] >= quotas[li] {
+                return Ok(());
+            }
+            let text = tok.decode(&o.tokens)?.trim().to_string();
+            let words = text.split_whitespace().count();
+            if text.is_empty() || words < cfg.min_words || cfg.max_words.is_some_and(|m| words > m)
+            {
+                by_length += 1;
+                return Ok(());
+            }
+            cands.push((text, li));
+            have[li] += 1;
+            progress.written(cands.len(), 0.0);
+            Ok(())
+        })?;
+        tokens += stats.new_tokens;
+        gen_secs += stats.seconds;
+        progress.written(cands.len(), tokens as f64 / gen_secs.max(1e-9));
+    }
+    progress.finish();
+    let generated = cands.len() + by_length;
+    // 2. Exact and near duplicates.
+    let refs: Vec<&str> = cands.iter().map(|(t, _)| t.as_str()).collect();
+    let d = crate::filter::dedup(&refs, fc.near_dup_jaccard);
+    let kept: Vec<&(String, usize)> = d.kept.iter().map(|&i| &cands[i]).collect();
+    progress.message(&format!(
+        "{} candidates: {} exact and {} near duplicates removed; scoring {} under every label's prefix",
+        cands.len(),
+        d.exact,
+        d.near,
+        kept.len()
+    ));
+    // 3. log p(text | prefix_l) for every label.
+    let ts = Instant::now();
+    let mut lls = Vec::with_capacity(kept.len());
+    progress.start(kept.len());
+    for (i, (text, _)) in kept.iter().enumerate() {
+        let mut ids = tok.encode(text, false)?;
+        ids.truncate(info.max_tokens);
+        lls.push(crate::filter::label_log_likelihoods(
+            generator, prompts, &ids, eos,
+        )?);
+        progress.written(i + 1, 0.0);
+    }
+    progress.finish();
+    let scoring_seconds = ts.elapsed().as_secs_f64();
+    // 4. Re-label, drop, balance.
+    let prompted: Vec<usize> = kept.iter().map(|(_, l)| *l).collect();
+    let sel = crate::filter::select(&lls, &prompted, props, Some(cfg.n), fc)?;
+    let f = std::fs::File::create(&cfg.out).map_err(|e| TrainError::file(&cfg.out, e))?;
+    let mut w = std::io::BufWriter::new(f);
+    let mut written = 0usize;
+    let mut conf_sum = 0.0;
+    for (i, (text, _)) in kept.iter().enumerate() {
+        if let Some(l) = sel.label[i] {
+            let rec = OutRecord {
+                id: format!("syn-{written}"),
+                text,
+                label: &info.labels[l],
+            };
+            serde_json::to_writer(&mut w, &rec)?;
+            w.write_all(b"\n")?;
+            written += 1;
+            conf_sum += sel.confidence[i];
+        }
+    }
+    w.flush()?;
+    let mut prompted_count = vec![0usize; info.labels.len()];
+    for &p in &prompted {
+        prompted_count[p] += 1;
+    }
+    let counts = FilterCounts {
+        model: if cfg.base_only {
+            "base model (ε = 0 control)".into()
+        } else {
+            "DP model".into()
+        },
+        generated,
+        removed_by_length: by_length,
+        exact_duplicates: d.exact,
+        near_duplicates: d.near,
+        after_dedup: kept.len(),
+        relabeled: sel.relabeled,
+        dropped_low_confidence: sel.dropped_low_confidence,
+        dropped_by_balance: sel.dropped_by_balance,
+        kept: written,
+        per_label: info
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(l, name)| LabelFilterCounts {
+                label: name.clone(),
+                prompted: prompted_count[l],
+                assigned: sel.per_label[l].0,
+                target: sel.per_label[l].1,
+                kept: sel.per_label[l].2,
+            })
+            .collect(),
+        proportions: props.to_vec(),
+        near_dup_jaccard: fc.near_dup_jaccard,
+        min_confidence: fc.min_confidence,
+        mean_confidence_kept: if written > 0 {
+            conf_sum / written as f64
+        } else {
+            0.0
+        },
+        scoring_seconds,
+    };
+    let cp = filter_counts_path(&cfg.out);
+    std::fs::write(&cp, serde_json::to_string_pretty(&counts)?)
+        .map_err(|e| TrainError::file(&cp, e))?;
+    if written < cfg.n {
+        progress.message(&format!(
+            "kept {written} of {} records: too few candidates survived for some label's quota (see {})",
+            cfg.n,
+            cp.display()
+        ));
+    }
+    Ok(SynthSummary {
+        out: cfg.out.clone(),
+        written,
+        requested: cfg.n,
+        per_label: counts
+            .per_label
+            .iter()
+            .map(|c| (c.label.clone(), c.target, c.kept))
+            .collect(),
+        duplicates_removed: d.exact + d.near,
+        filtered_by_length: by_length,
+        generated_tokens: tokens,
+        tokens_per_second: tokens as f64 / gen_secs.max(1e-9),
+        seconds: t0.elapsed().as_secs_f64(),
+        filter: Some(counts),
     })
 }

@@ -17,7 +17,7 @@ use crate::ledger::{epsilon_or_inf, DpSgdEntry, Ledger};
 use crate::model::{
     per_example_grads, summed_grads, Example, FullVars, Method, Params, TrainModel,
 };
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 use crate::rng::{DpRng, SeedPolicy};
 use crate::{Result, TrainError};
 
@@ -60,6 +60,9 @@ pub struct TrainConfig {
     pub lr: f64,
     /// Fraction of the steps used for linear warm-up.
     pub warmup: f64,
+    /// Decay after the warm-up (configs written before this option existed used `linear`).
+    #[serde(default, skip_serializing_if = "LrSchedule::is_linear")]
+    pub lr_schedule: LrSchedule,
     pub weight_decay: f64,
     /// `None`: OS entropy (secure). `Some(seed)`: reproducible, not secure.
     pub seed: Option<u64>,
@@ -105,6 +108,7 @@ impl TrainConfig {
             base_precision: FrozenPrecision::machine_default(),
             lr: 1e-3,
             warmup: 0.05,
+            lr_schedule: LrSchedule::Linear,
             weight_decay: 0.0,
             seed: None,
             user_level: false,
@@ -687,6 +691,7 @@ fn train_with(
         weight_decay: cfg.weight_decay,
         warmup_steps,
         total_steps: plan.steps as usize,
+        schedule: cfg.lr_schedule,
     };
     let mut opt = AdamW::new(ocfg, &params)?;
     let mut start_step = 0u64;

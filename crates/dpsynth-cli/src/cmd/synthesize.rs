@@ -58,6 +58,25 @@ pub struct Args {
     /// (exact) or q8_0.
     #[arg(long, default_value = "auto")]
     pub weights: String,
+    /// Post-process (free, no ε): sample --candidates texts, remove exact and near duplicates,
+    /// score each under the model with every label's prefix, re-label to the most likely label
+    /// and keep --n balanced by the label distribution. Writes OUT's `.filter.json` counts.
+    #[arg(long)]
+    pub filter: bool,
+    /// Candidates sampled with --filter [default: --n].
+    #[arg(long, requires = "filter")]
+    pub candidates: Option<usize>,
+    /// Near-duplicate threshold with --filter: Jaccard of character 5-grams (above 1: exact only).
+    #[arg(long, default_value_t = dpsynth_train::filter::NEAR_DUP_JACCARD)]
+    pub near_dup_jaccard: f64,
+    /// Drop candidates whose label posterior is below this with --filter (0 = off; choose any
+    /// other value on a validation split, never on the test split).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_confidence: f64,
+    /// The ε = 0 control: sample from the public base model (the run's adapter and DP label
+    /// histogram are not read; labels uniform), same template and filters.
+    #[arg(long)]
+    pub base_only: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -76,6 +95,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     c.seed = args.seed;
     c.model = args.model;
     c.weights = args.weights;
+    c.base_only = args.base_only;
+    if args.filter {
+        c.filter = Some(dpsynth_train::filter::FilterConfig {
+            near_dup_jaccard: args.near_dup_jaccard,
+            min_confidence: args.min_confidence,
+            ..Default::default()
+        });
+        c.candidates = args.candidates;
+    }
     let s = synthesize(&c, &mut dpsynth_train::ConsoleProgress::new("synthesize"))
         .context("synthesis failed")?;
     println!(
@@ -95,5 +123,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         s.tokens_per_second,
         s.seconds
     );
+    if let Some(f) = &s.filter {
+        println!(
+            "filters: {} generated, {} exact + {} near duplicates removed, {} re-labelled, {} below confidence, {} over quota, {} kept (counts in {})",
+            f.generated,
+            f.exact_duplicates,
+            f.near_duplicates,
+            f.relabeled,
+            f.dropped_low_confidence,
+            f.dropped_by_balance,
+            f.kept,
+            dpsynth_train::synth::filter_counts_path(&s.out).display()
+        );
+    }
     Ok(())
 }

@@ -71,9 +71,24 @@ pub struct Args {
     /// Number of logical steps (instead of --epochs).
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Expected logical batch size (records, or users with --user-level).
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
+    /// Expected logical batch size (records, or users with --user-level) [default: 64, or
+    /// planned with --time-budget].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Training time budget in seconds: the regime planner chooses the expected batch, the
+    /// steps, σ and a cosine learning-rate schedule with 10% warm-up from N, ε, δ and this
+    /// budget (public quantities only; see dpsynth_train::plan). --steps and --batch-size, when
+    /// given, win; --epochs is then ignored.
+    #[arg(long)]
+    pub time_budget: Option<f64>,
+    /// Examples per second the planner assumes [default: the bench constant of this project's
+    /// Xeon for the method, every example at --max-tokens + prefix tokens].
+    #[arg(long, requires = "time_budget")]
+    pub throughput: Option<f64>,
+    /// Learning-rate decay after the warm-up: linear, cosine or constant [default: linear, or
+    /// cosine with --time-budget].
+    #[arg(long, value_parser = ["linear", "cosine", "constant"])]
+    pub lr_schedule: Option<String>,
     /// Examples per forward/backward pass (memory vs speed; no privacy effect).
     #[arg(long, default_value_t = 8)]
     pub physical_batch: usize,
@@ -155,7 +170,24 @@ impl Args {
             Some(self.epochs)
         };
         c.steps = self.steps;
-        c.expected_batch = self.batch_size;
+        c.expected_batch = self.batch_size.unwrap_or(64);
+        if let Some(budget) = self.time_budget {
+            let p = self.regime_plan(budget, &c)?;
+            eprintln!("{}", p.describe());
+            if self.steps.is_none() {
+                c.steps = Some(p.steps);
+                c.epochs = None;
+            }
+            if self.batch_size.is_none() {
+                c.expected_batch = p.expected_batch;
+            }
+            c.warmup = p.warmup_fraction;
+            c.lr_schedule = dpsynth_train::optim::LrSchedule::Cosine;
+        }
+        if let Some(s) = &self.lr_schedule {
+            c.lr_schedule = dpsynth_train::optim::LrSchedule::parse(s)
+                .with_context(|| format!("--lr-schedule {s}"))?;
+        }
         c.physical_batch = self.physical_batch;
         if let Some(p) = &self.base_precision {
             c.base_precision = p.parse().map_err(|e: String| anyhow::anyhow!(e))?;
@@ -172,6 +204,47 @@ impl Args {
         c.checkpoint_every = self.checkpoint_every;
         c.resume = self.resume;
         Ok(c)
+    }
+}
+
+impl Args {
+    /// The regime planner's choice from public quantities: N (records, or users), ε of the
+    /// DP-SGD part (ε minus the label histogram's share), δ, the budget and a throughput.
+    fn regime_plan(
+        &self,
+        budget: f64,
+        c: &TrainConfig,
+    ) -> anyhow::Result<dpsynth_train::plan::RegimePlan> {
+        use dpsynth_train::plan::{estimated_examples_per_second, plan_regime, PlanOptions};
+        let records = dpsynth_data::read_jsonl(&self.data)
+            .with_context(|| format!("reading {} to count its records", self.data.display()))?;
+        let n = if self.user_level {
+            records
+                .iter()
+                .filter_map(|r| r.user.as_deref())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        } else {
+            records.len()
+        };
+        let eps = match c.epsilon {
+            None => f64::INFINITY,
+            Some(e) if c.label_distribution == LabelDistribution::Dp => {
+                e * (1.0 - c.label_budget_share)
+            }
+            Some(e) => e,
+        };
+        let delta = c.delta.unwrap_or_else(|| 1.0 / (n.max(1) as f64).powf(1.1));
+        let throughput = self.throughput.unwrap_or_else(|| {
+            estimated_examples_per_second(&self.method, &c.template, c.max_tokens)
+                / if self.user_level {
+                    self.max_records_per_user as f64
+                } else {
+                    1.0
+                }
+        });
+        plan_regime(&PlanOptions::new(n, eps, delta, budget, throughput))
+            .context("choosing the DP regime (--time-budget)")
     }
 }
 

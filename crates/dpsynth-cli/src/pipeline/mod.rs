@@ -43,13 +43,25 @@ pub fn stage_spec(stage: &str, cfg: &RunConfig, dir: &Path) -> StageSpec {
             ],
         ),
         "evaluate" => (
-            &["eval", "privacy", "model.embedding", "run.seed"],
-            vec![
-                dir.join(files::SYNTHETIC),
-                data.join("train.jsonl"),
-                data.join("test.jsonl"),
-                cfg.embedding_path(),
+            &[
+                "eval",
+                "privacy",
+                "model.embedding",
+                "run.seed",
+                "synth.control",
             ],
+            {
+                let mut v = vec![
+                    dir.join(files::SYNTHETIC),
+                    data.join("train.jsonl"),
+                    data.join("test.jsonl"),
+                    cfg.embedding_path(),
+                ];
+                if cfg.synth.control {
+                    v.push(dir.join(files::CONTROL_SYNTHETIC));
+                }
+                v
+            },
         ),
         _ => (&[], Vec::new()),
     };
@@ -309,6 +321,41 @@ mod tests {
     }
 
     #[test]
+    fn planned_regime_fills_steps_batch_and_schedule_from_the_budget() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("data")).unwrap();
+        let line = "{\"id\":\"r\",\"text\":\"a film\",\"label\":\"fresh\"}\n";
+        std::fs::write(d.path().join("data/train.jsonl"), line.repeat(4096)).unwrap();
+        let mut cfg = dpsynth_report::config::preset_config(dpsynth_report::Preset::Quick);
+        cfg.train.time_budget = 1200.0;
+        cfg.train.throughput = 20.0;
+        cfg.train.steps = 0;
+        cfg.train.batch_size = 0;
+        let p = stages::regime_plan(&cfg, d.path()).unwrap();
+        let tc = stages::train_config(&cfg, d.path(), false).unwrap();
+        assert_eq!(tc.steps, Some(p.steps));
+        assert_eq!(tc.expected_batch, p.expected_batch);
+        assert_eq!(tc.lr_schedule, dpsynth_train::optim::LrSchedule::Cosine);
+        assert!((tc.warmup - p.warmup_fraction).abs() < 1e-12);
+        assert_eq!(p.options.n_units, 4096);
+        // The DP-SGD part of ε: the run's minus the histogram's.
+        assert!((p.options.epsilon - (3.0 - 0.1)).abs() < 1e-12);
+        // An explicit value wins over the plan; auto schedule is linear without a plan.
+        cfg.train.steps = 33;
+        assert_eq!(
+            stages::train_config(&cfg, d.path(), false).unwrap().steps,
+            Some(33)
+        );
+        cfg.train.batch_size = 16;
+        let tc = stages::train_config(&cfg, d.path(), false).unwrap();
+        assert_eq!(tc.lr_schedule, dpsynth_train::optim::LrSchedule::Linear);
+        // No data yet: a clear error, not a silent default.
+        cfg.train.steps = 0;
+        let e = stages::train_config(&cfg, Path::new("/nonexistent"), false).unwrap_err();
+        assert!(format!("{e:#}").contains("train.jsonl"), "{e:#}");
+    }
+
+    #[test]
     fn stage_specs_chain_outputs_to_inputs() {
         let cfg = dpsynth_report::config::preset_config(dpsynth_report::Preset::Quick);
         let dir = Path::new("/tmp/x");
@@ -325,5 +372,10 @@ mod tests {
         assert!(!synth.config.contains_key("train"));
         let eval = stage_spec("evaluate", &cfg, dir);
         assert!(eval.inputs.contains(&dir.join("synthetic.jsonl")));
+        // The ε = 0 control is an input of the evaluation when enabled.
+        assert_eq!(
+            eval.inputs.contains(&dir.join("synthetic_control.jsonl")),
+            cfg.synth.control
+        );
     }
 }

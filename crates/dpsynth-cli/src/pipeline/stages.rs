@@ -111,6 +111,11 @@ fn train(cfg: &RunConfig, dir: &Path, resume: bool) -> anyhow::Result<StageOut> 
             aside.display()
         );
     }
+    if cfg.train.steps == 0 || cfg.train.batch_size == 0 {
+        let p = regime_plan(cfg, dir)?;
+        eprintln!("  {}", p.describe());
+        write_atomic(&dir.join(files::PLAN), &serde_json::to_vec_pretty(&p)?)?;
+    }
     let mut ledger = RunLedger::load(dir)?;
     let eps = cfg.train_epsilon();
     let mechanism = if eps.is_infinite() {
@@ -268,12 +273,15 @@ pub fn split_train_summary(
     Ok((public.into(), private.into()))
 }
 
-/// The training crate's config for this run.
+/// The training crate's config for this run. With `train.time_budget` > 0, what the user did
+/// not set (steps, expected batch: 0 in the config) comes from the regime planner
+/// ([`regime_plan`]), which reads only public quantities.
 pub fn train_config(
     cfg: &RunConfig,
     dir: &Path,
     resume: bool,
 ) -> anyhow::Result<dpsynth_train::TrainConfig> {
+    use dpsynth_train::optim::LrSchedule;
     use dpsynth_train::{LabelDistribution, Method, TrainConfig};
     let mut t = TrainConfig::new(
         dir.join(files::DATA_DIR).join("train.jsonl"),
@@ -300,7 +308,24 @@ pub fn train_config(
     t.steps = Some(cfg.train.steps);
     t.epochs = None;
     t.expected_batch = cfg.train.batch_size as usize;
-    t.physical_batch = (cfg.train.batch_size as usize).clamp(1, 8);
+    let planned = cfg.train.steps == 0 || cfg.train.batch_size == 0;
+    if planned {
+        let p = regime_plan(cfg, dir)?;
+        if cfg.train.steps == 0 {
+            t.steps = Some(p.steps);
+        }
+        if cfg.train.batch_size == 0 {
+            t.expected_batch = p.expected_batch;
+        }
+        t.warmup = p.warmup_fraction;
+    }
+    t.lr_schedule = match cfg.train.lr_schedule.as_str() {
+        "auto" if planned => LrSchedule::Cosine,
+        "auto" => LrSchedule::Linear,
+        s => LrSchedule::parse(s)
+            .with_context(|| format!("train.lr_schedule: unknown schedule {s:?}"))?,
+    };
+    t.physical_batch = t.expected_batch.clamp(1, 8);
     t.lr = cfg.train.learning_rate;
     t.seed = cfg.run.seed;
     t.template = prompt_template(cfg);
@@ -314,9 +339,54 @@ pub fn train_config(
     } else {
         t.label_distribution = LabelDistribution::Uniform;
     }
-    t.checkpoint_every = (cfg.train.steps / 10).clamp(1, 50);
+    t.checkpoint_every = (t.steps.unwrap_or(1) / 10).clamp(1, 50);
     t.resume = resume;
     Ok(t)
+}
+
+/// Privacy units of the run: the records of `data/train.jsonl` (their number is treated as
+/// public, as in Abadi et al. 2016; it sets the sampling rate).
+fn train_units(dir: &Path) -> anyhow::Result<usize> {
+    let p = dir.join(files::DATA_DIR).join("train.jsonl");
+    let text = std::fs::read_to_string(&p).with_context(|| {
+        format!(
+            "the regime planner needs the number of training records: reading {}",
+            p.display()
+        )
+    })?;
+    Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
+/// The regime planner's choice for this run (see `dpsynth_train::plan`): from N, ε, δ, the
+/// time budget and a throughput (`train.throughput`, else the bench constant at the full
+/// padded example length). The DP-SGD part of ε is the run's ε minus the label histogram's
+/// (conservative: under PLD composition the histogram costs less than its own ε).
+///
+/// # Privacy
+/// Public quantities only; nothing computed from the records' contents.
+pub fn regime_plan(cfg: &RunConfig, dir: &Path) -> anyhow::Result<dpsynth_train::plan::RegimePlan> {
+    use dpsynth_train::plan::{estimated_examples_per_second, PlanOptions};
+    anyhow::ensure!(
+        cfg.train.time_budget > 0.0,
+        "train.steps / train.batch_size = 0 need train.time_budget > 0 (the planner chooses them)"
+    );
+    let n = train_units(dir)?;
+    let eps = if cfg.is_non_private() {
+        f64::INFINITY
+    } else {
+        cfg.privacy.epsilon - cfg.privacy.label_histogram_epsilon
+    };
+    let throughput = if cfg.train.throughput > 0.0 {
+        cfg.train.throughput
+    } else {
+        estimated_examples_per_second(
+            &cfg.train.method,
+            &prompt_template(cfg),
+            cfg.train.max_seq_len as usize,
+        )
+    };
+    let o = PlanOptions::new(n, eps, cfg.privacy.delta, cfg.train.time_budget, throughput);
+    dpsynth_train::plan::plan_regime(&o).context("choosing the DP regime")
 }
 
 /// Exact label counts of a non-private run (`privacy.epsilon = inf`), handed to training and
@@ -388,22 +458,13 @@ fn train_impl(cfg: &RunConfig, _dir: &Path, tdir: &Path, resume: bool) -> anyhow
 
 /// Sample the synthetic dataset from the trained run: post-processing, no privacy cost. Labels
 /// follow the training run's own label distribution (the DP histogram in its ledger, uniform,
-/// or the exact counts of a non-private run).
+/// or the exact counts of a non-private run). With `synth.filter`, `synth.candidates` texts are
+/// sampled and post-processed ([`dpsynth_train::filter`]) and `synth.count` kept. With
+/// `synth.control`, the ε = 0 control is built the same way from the public base model.
 fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
-    use dpsynth_train::synth::{synthesize, SynthConfig};
+    use dpsynth_train::synth::{filter_counts_path, synthesize};
     let out = dir.join(files::SYNTHETIC);
-    let mut sc = SynthConfig::new(
-        dir.join(files::TRAIN_DIR),
-        cfg.synth.count as usize,
-        out.clone(),
-    );
-    sc.label_distribution = None;
-    sc.temperature = cfg.synth.temperature;
-    sc.top_p = (cfg.synth.top_p < 1.0).then_some(cfg.synth.top_p);
-    sc.max_new_tokens = cfg.synth.max_new_tokens as usize;
-    sc.batch_size = cfg.synth.batch_size as usize;
-    sc.seed = cfg.run.seed;
-    sc.model = Some(cfg.model_path());
+    let sc = synth_config(cfg, dir, &out, false)?;
     let mut bar = dpsynth_train::ConsoleProgress::for_pipeline("synthesize", "  synthesize: ");
     let s = synthesize(&sc, &mut bar).context("synthesis")?;
     dpsynth_train::synth::SynthProgress::finish(&mut bar);
@@ -412,10 +473,67 @@ fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
         "synthesis wrote no records (requested {})",
         s.requested
     );
-    Ok(StageOut {
-        outputs: vec![out],
-        summary: json!({"written": s.written, "requested": s.requested, "tokens_per_second": s.tokens_per_second}),
-    })
+    let mut outputs = vec![out.clone()];
+    if sc.filter.is_some() {
+        outputs.push(filter_counts_path(&out));
+    }
+    let mut summary = json!({"written": s.written, "requested": s.requested, "tokens_per_second": s.tokens_per_second, "filter": s.filter});
+    if cfg.synth.control {
+        let cout = dir.join(files::CONTROL_SYNTHETIC);
+        let cc = synth_config(cfg, dir, &cout, true)?;
+        eprintln!("  synthesize: ε = 0 control (public base model, no private data)");
+        let mut bar = dpsynth_train::ConsoleProgress::for_pipeline("control", "  control: ");
+        let c = synthesize(&cc, &mut bar).context("synthesis of the ε = 0 control")?;
+        dpsynth_train::synth::SynthProgress::finish(&mut bar);
+        anyhow::ensure!(c.written > 0, "the ε = 0 control wrote no records");
+        outputs.push(cout.clone());
+        if cc.filter.is_some() {
+            outputs.push(filter_counts_path(&cout));
+        }
+        summary["control"] = json!({"written": c.written, "filter": c.filter});
+    }
+    Ok(StageOut { outputs, summary })
+}
+
+/// The synthesis config of this run (`control`: the ε = 0 control from the base model).
+fn synth_config(
+    cfg: &RunConfig,
+    dir: &Path,
+    out: &Path,
+    control: bool,
+) -> anyhow::Result<dpsynth_train::synth::SynthConfig> {
+    use dpsynth_train::filter::FilterConfig;
+    use dpsynth_train::synth::SynthConfig;
+    let mut sc = SynthConfig::new(
+        dir.join(files::TRAIN_DIR),
+        cfg.synth.count as usize,
+        out.to_path_buf(),
+    );
+    sc.label_distribution = None;
+    sc.temperature = cfg.synth.temperature;
+    sc.top_p = (cfg.synth.top_p < 1.0).then_some(cfg.synth.top_p);
+    sc.max_new_tokens = cfg.synth.max_new_tokens as usize;
+    sc.batch_size = cfg.synth.batch_size as usize;
+    // A different sampling stream for the control (no privacy effect either way).
+    sc.seed = cfg
+        .run
+        .seed
+        .map(|s| if control { s ^ 0x00c0_47e0 } else { s });
+    sc.model = Some(cfg.model_path());
+    sc.base_only = control;
+    if cfg.synth.filter {
+        sc.filter = Some(FilterConfig {
+            near_dup_jaccard: cfg.synth.near_dup_jaccard,
+            ..FilterConfig::default()
+        });
+        let c = if cfg.synth.candidates > 0 {
+            cfg.synth.candidates as usize
+        } else {
+            train_units(dir)?
+        };
+        sc.candidates = Some(c.max(sc.n));
+    }
+    Ok(sc)
 }
 
 fn evaluate(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
@@ -496,10 +614,69 @@ fn evaluate(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
         r.write(&out)?;
     }
     eprint!("{}", r.table());
-    Ok(StageOut {
-        outputs: vec![metrics, out.join(f::METRICS_PRIVATE)],
-        summary: json!({"rows": r.rows.len(), "seconds": r.seconds}),
-    })
+    let mut outputs = vec![metrics, out.join(f::METRICS_PRIVATE)];
+    let mut summary = json!({"rows": r.rows.len(), "seconds": r.seconds});
+    if cfg.eval.label_fidelity {
+        let f = label_fidelity(cfg, dir, &dir.join(files::SYNTHETIC), &out)?;
+        summary["label_fidelity_private"] = json!(f.agreement);
+        outputs.push(dir.join(files::LABEL_FIDELITY));
+    }
+    if cfg.synth.control {
+        // The ε = 0 control, evaluated the same way (no baseline or ceiling: those are the
+        // main evaluation's rows).
+        let cdir = dir.join(files::CONTROL_EVAL_DIR);
+        let mut cc = ec.clone();
+        cc.synthetic = dir.join(files::CONTROL_SYNTHETIC);
+        cc.out_dir = Some(cdir.clone());
+        cc.epsilon = None;
+        cc.real_baseline = false;
+        eprintln!("  evaluate: the ε = 0 control");
+        let c = dpsynth_eval::evaluate(&cc, &dpsynth_eval::Progress::stderr())
+            .context("evaluating the ε = 0 control")?;
+        eprint!("{}", c.table());
+        outputs.push(dir.join(files::CONTROL_METRICS));
+        if cfg.eval.label_fidelity {
+            let f = label_fidelity(cfg, dir, &cc.synthetic, &cdir)?;
+            summary["control_label_fidelity_private"] = json!(f.agreement);
+            outputs.push(dir.join(files::CONTROL_LABEL_FIDELITY));
+        }
+    }
+    Ok(StageOut { outputs, summary })
+}
+
+/// Label fidelity of `synthetic` (a NON-private diagnostic: a classifier trained on the private
+/// training data; written as `label_fidelity_private.json` in `out`).
+fn label_fidelity(
+    cfg: &RunConfig,
+    dir: &Path,
+    synthetic: &Path,
+    out: &Path,
+) -> anyhow::Result<dpsynth_eval::fidelity::LabelFidelity> {
+    use dpsynth_eval::fidelity::{label_fidelity, FidelityConfig};
+    let fc = FidelityConfig {
+        synthetic: synthetic.to_path_buf(),
+        train: dir.join(files::DATA_DIR).join("train.jsonl"),
+        minilm_dir: Some(cfg.embedding_path()),
+        // The main evaluation's private cache (its train embeddings are reused), or the shared
+        // cache when $DPSYNTH_CACHE asks for one: never the user's home by default.
+        cache_dir: dpsynth_eval::shared_cache_dir().or_else(|| {
+            Some(
+                dir.join(files::EVAL_DIR)
+                    .join(dpsynth_eval::PRIVATE_CACHE_DIR),
+            )
+        }),
+        logreg: Default::default(),
+        out_dir: Some(out.to_path_buf()),
+    };
+    let f = label_fidelity(&fc, &dpsynth_eval::Progress::stderr())
+        .context("label fidelity (private diagnostic)")?;
+    eprintln!(
+        "  label fidelity of {} (private, not covered by the guarantee): {:.1}% ± {:.1}% agree with a real-data classifier",
+        synthetic.display(),
+        100.0 * f.agreement,
+        100.0 * f.standard_error
+    );
+    Ok(f)
 }
 
 fn report(dir: &Path) -> anyhow::Result<StageOut> {

@@ -6,6 +6,7 @@
 
 pub mod charts;
 pub mod doc;
+pub mod synthesis;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -377,6 +378,7 @@ pub fn run_doc(v: &RunView, opts: &ReportOptions) -> Doc {
     );
     privacy_section(&mut doc, v);
     audit_section(&mut doc, v, opts.public_only);
+    synthesis::synthesis_section(&mut doc, &v.dir, opts.public_only);
     scores_section(&mut doc, v, "accuracy", opts.public_only);
     if !opts.public_only {
         doc.h2("DP fine-tuning loss");

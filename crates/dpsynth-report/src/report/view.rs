@@ -20,6 +20,18 @@ pub mod files {
     pub const TRAIN_LEDGERS: &[&str] = &["privacy.json", "ledger.json"];
     pub const LOSS: &str = "loss.csv";
     pub const SYNTHETIC: &str = "synthetic.jsonl";
+    /// Filter counts of the synthesis post-processing (public: DP post-processing).
+    pub const SYNTHETIC_FILTER: &str = "synthetic.filter.json";
+    /// The ε = 0 control (public base model, same template and filters, no private data).
+    pub const CONTROL_SYNTHETIC: &str = "synthetic_control.jsonl";
+    pub const CONTROL_FILTER: &str = "synthetic_control.filter.json";
+    pub const CONTROL_EVAL_DIR: &str = "eval/control";
+    pub const CONTROL_METRICS: &str = "eval/control/metrics.json";
+    /// Label fidelity: NON-private diagnostics (private files).
+    pub const LABEL_FIDELITY: &str = "eval/label_fidelity_private.json";
+    pub const CONTROL_LABEL_FIDELITY: &str = "eval/control/label_fidelity_private.json";
+    /// The regime planner's choice (public quantities only).
+    pub const PLAN: &str = "plan.json";
     pub const EVAL_DIR: &str = "eval";
     /// What the DP guarantee covers (synthetic-data and DP-baseline results), marked
     /// `"covered_by_guarantee": true`.
