@@ -94,7 +94,11 @@ fn correct_runs_stay_below_their_claim() {
                 a.bound.ceiling,
                 a.verdict(eps)
             );
-            assert!(a.bound.epsilon_lower_bound <= eps, "ε = {eps}: {:?}", a.bound);
+            assert!(
+                a.bound.epsilon_lower_bound <= eps,
+                "ε = {eps}: {:?}",
+                a.bound
+            );
             assert_ne!(a.verdict(eps), Verdict::Violation);
         }
     }

@@ -499,18 +499,20 @@ fn field_val(f: &Field, text: bool) -> Val<'_> {
 /// `ColumnChunkMetaData::byte_range`) instead of returning an error; a corrupt file must be a
 /// clear error naming the file, never a crash (found by `tests/fuzz_readers.rs`).
 fn read_parquet(path: &Path, opts: &ReadOptions) -> Result<Loaded, DataError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_parquet_inner(path, opts)))
-        .unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the Parquet reader failed".into());
-            Err(DataError::Corrupt {
-                loc: Location::file(path.display().to_string()),
-                msg: format!("cannot read Parquet (corrupt file): {msg}"),
-            })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_parquet_inner(path, opts)
+    }))
+    .unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the Parquet reader failed".into());
+        Err(DataError::Corrupt {
+            loc: Location::file(path.display().to_string()),
+            msg: format!("cannot read Parquet (corrupt file): {msg}"),
         })
+    })
 }
 
 fn read_parquet_inner(path: &Path, opts: &ReadOptions) -> Result<Loaded, DataError> {

@@ -129,7 +129,10 @@ fn run_text_format(ext: &str) -> usize {
             }
         })
         .unwrap();
-    eprintln!("fuzz_readers {ext}: {} generated files, each read with 2 option sets", n.get());
+    eprintln!(
+        "fuzz_readers {ext}: {} generated files, each read with 2 option sets",
+        n.get()
+    );
     n.get()
 }
 
@@ -247,6 +250,9 @@ fn parquet_never_panics_and_errors_name_the_place() {
             }
         })
         .unwrap();
-    eprintln!("fuzz_readers parquet: {} generated files, each read with 2 option sets", n.get());
+    eprintln!(
+        "fuzz_readers parquet: {} generated files, each read with 2 option sets",
+        n.get()
+    );
     assert_eq!(n.get(), CASES as usize);
 }

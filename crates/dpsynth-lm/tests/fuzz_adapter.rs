@@ -62,7 +62,7 @@ fn adapter_loader_never_panics_and_errors_name_the_file() {
             &strategy,
             |(which, changes, (byte_edits, cut), header_only, remove, junk)| {
                 n.set(n.get() + 1);
-            let n = n.get();
+                let n = n.get();
                 let dir = root.path().join(format!("case-{n}"));
                 copy_dir(&bases[which], &dir);
                 let (cfg_name, weights_name) = if which == 2 {
@@ -97,6 +97,9 @@ fn adapter_loader_never_panics_and_errors_name_the_file() {
             },
         )
         .unwrap();
-    eprintln!("fuzz_adapter: {} generated adapter directories loaded", n.get());
+    eprintln!(
+        "fuzz_adapter: {} generated adapter directories loaded",
+        n.get()
+    );
     assert_eq!(n.get(), CASES as usize);
 }

@@ -502,9 +502,8 @@ mod tests {
         }
         fn reference(m: u64, r: u64, v: u64, eps: f64, delta: f64) -> f64 {
             let p = eps.exp() / (1.0 + eps.exp());
-            let pmf = |k: u64| {
-                choose(r, k) as f64 * p.powi(k as i32) * (1.0 - p).powi((r - k) as i32)
-            };
+            let pmf =
+                |k: u64| choose(r, k) as f64 * p.powi(k as i32) * (1.0 - p).powi((r - k) as i32);
             if v == 0 {
                 return 1.0;
             }
@@ -533,7 +532,10 @@ mod tests {
             let e = epsilon_lower_bound(200, r, v, 1e-5, 0.95).unwrap();
             assert!(e > 0.0);
             assert!(reference(200, r, v, e, 1e-5) < 0.05, "r={r} v={v}");
-            assert!(reference(200, r, v, e + 1e-6, 1e-5) >= 0.05 - 1e-9, "r={r} v={v}");
+            assert!(
+                reference(200, r, v, e + 1e-6, 1e-5) >= 0.05 - 1e-9,
+                "r={r} v={v}"
+            );
         }
     }
 
@@ -551,7 +553,10 @@ mod tests {
         let grid = [(300usize, 300usize), (100, 0)];
         let res = audit_from_scores(&scores, &bits, 0.95, 1e-5, Some(&grid)).unwrap();
         assert_eq!(res.v, res.r);
-        assert!((res.ceiling - res.epsilon_lower_bound).abs() < 1e-12, "{res:?}");
+        assert!(
+            (res.ceiling - res.epsilon_lower_bound).abs() < 1e-12,
+            "{res:?}"
+        );
         let mut rng = SecureRng::seeded(3);
         let noise: Vec<f64> = (0..1024).map(|_| rng.uniform()).collect();
         let res = audit_from_scores(&noise, &bits, 0.95, 1e-5, None).unwrap();

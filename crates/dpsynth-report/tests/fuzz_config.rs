@@ -13,7 +13,8 @@ const CASES: u32 = 512;
 fn toml_value() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
         any::<i64>().prop_map(|x| x.to_string()),
-        prop_oneof![Just(0i64), Just(1), Just(-1), Just(2), Just(1 << 40)].prop_map(|x| x.to_string()),
+        prop_oneof![Just(0i64), Just(1), Just(-1), Just(2), Just(1 << 40)]
+            .prop_map(|x| x.to_string()),
         any::<f64>().prop_map(|x| format!("{x:?}")),
         prop_oneof![
             Just("inf"),
@@ -43,7 +44,8 @@ fn toml_value() -> impl Strategy<Value = String> {
     ];
     leaf.prop_recursive(2, 8, 3, |inner| {
         prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..3).prop_map(|v| format!("[{}]", v.join(", "))),
+            proptest::collection::vec(inner.clone(), 0..3)
+                .prop_map(|v| format!("[{}]", v.join(", "))),
             proptest::collection::vec(("[a-z_]{1,6}", inner), 0..3).prop_map(|v| {
                 let kv: Vec<String> = v.iter().map(|(k, x)| format!("{k} = {x}")).collect();
                 format!("{{ {} }}", kv.join(", "))
@@ -98,14 +100,23 @@ fn config_loader_never_panics_and_errors_name_the_file() {
                 Err(e) => {
                     let msg = e.to_string();
                     prop_assert!(msg.contains(&name), "error does not name the file: {msg}");
-                    if let ConfigError::WrongType { key, .. } | ConfigError::Invalid { key, .. } = &e {
-                        prop_assert!(msg.contains(key.as_str()), "error does not name the key: {msg}");
+                    if let ConfigError::WrongType { key, .. } | ConfigError::Invalid { key, .. } =
+                        &e
+                    {
+                        prop_assert!(
+                            msg.contains(key.as_str()),
+                            "error does not name the key: {msg}"
+                        );
                     }
                 }
             }
             Ok(())
         })
         .unwrap();
-    eprintln!("fuzz_config: {} generated run.toml files ({} resolved, the rest clear errors)", n.get(), ok.get());
+    eprintln!(
+        "fuzz_config: {} generated run.toml files ({} resolved, the rest clear errors)",
+        n.get(),
+        ok.get()
+    );
     assert_eq!(n.get(), CASES as usize);
 }

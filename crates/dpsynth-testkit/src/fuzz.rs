@@ -53,7 +53,8 @@ pub fn json_value() -> impl Strategy<Value = serde_json::Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|x| json!(x)),
         any::<u64>().prop_map(|x| json!(x)),
-        prop_oneof![Just(0u64), Just(1), Just(2), Just(3), Just(u32::MAX as u64)].prop_map(|x| json!(x)),
+        prop_oneof![Just(0u64), Just(1), Just(2), Just(3), Just(u32::MAX as u64)]
+            .prop_map(|x| json!(x)),
         any::<f64>()
             .prop_filter("finite", |x| x.is_finite())
             .prop_map(|x| json!(x)),

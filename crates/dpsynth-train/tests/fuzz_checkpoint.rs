@@ -69,7 +69,7 @@ fn checkpoint_loader_never_panics_and_errors_name_the_directory() {
             &strategy,
             |(changes, (byte_edits, cut), header_only, remove, junk)| {
                 n.set(n.get() + 1);
-            let n = n.get();
+                let n = n.get();
                 let dir = root.path().join(format!("case-{n}"));
                 copy_dir(&base, &dir);
                 let sp = dir.join("state.json");
@@ -92,12 +92,18 @@ fn checkpoint_loader_never_panics_and_errors_name_the_directory() {
                 if let Err(e) = Checkpoint::load(&dir, &Device::Cpu, &p) {
                     let msg = e.to_string();
                     let name = format!("case-{n}");
-                    prop_assert!(msg.contains(&name), "error does not name the checkpoint: {msg}");
+                    prop_assert!(
+                        msg.contains(&name),
+                        "error does not name the checkpoint: {msg}"
+                    );
                 }
                 Ok(())
             },
         )
         .unwrap();
-    eprintln!("fuzz_checkpoint: {} generated checkpoint directories loaded", n.get());
+    eprintln!(
+        "fuzz_checkpoint: {} generated checkpoint directories loaded",
+        n.get()
+    );
     assert_eq!(n.get(), CASES as usize);
 }
