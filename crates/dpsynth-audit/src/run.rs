@@ -14,7 +14,13 @@ use crate::score::{self, ExampleLoss};
 use crate::{AuditError, Result};
 
 /// Version of the `audit.json` schema.
-pub const AUDIT_SCHEMA_VERSION: u32 = 1;
+pub const AUDIT_SCHEMA_VERSION: u32 = 2;
+/// Default number of canaries: enough for a ceiling of ≈ 5 (see [`dpsynth_privacy::audit::audit_ceiling`]).
+pub const DEFAULT_CANARIES: usize = 1024;
+/// Default expected number of times each inserted canary is sampled (see [`crate::plan`]).
+pub const DEFAULT_MIN_EXPECTED_SAMPLES: f64 = 4.0;
+/// Default number of canaries whose exposure is estimated.
+pub const DEFAULT_EXPOSURE_CANARIES: usize = 128;
 /// File names inside the audit directory.
 pub const AUDIT_JSON: &str = "audit.json";
 pub const CANARIES_JSONL: &str = "canaries.jsonl";
@@ -40,11 +46,17 @@ pub struct AuditConfig {
     pub out: PathBuf,
     /// Number of canaries m (each inserted with probability 1/2).
     pub canaries: usize,
+    /// Train on a random subset of the user's units so that each inserted canary is sampled
+    /// at least this many times in expectation (0 = all units, the user's q). See [`crate::plan`].
+    pub min_expected_samples: f64,
     pub kind: CanaryKind,
     /// Confidence of the lower bound (default 0.95).
     pub confidence: f64,
     /// Random alternative secrets per canary for the exposure estimate (0 = skip).
     pub exposure_samples: usize,
+    /// Exposure is estimated for the first this many canaries only (it costs
+    /// `exposure_samples` forward passes per canary).
+    pub exposure_canaries: usize,
     /// A synthetic dataset (JSONL records) to search for canary secrets.
     pub synthetic: Option<PathBuf>,
     /// Seed of the canaries and their coins (`None`: OS entropy). Independent of training's.
@@ -60,10 +72,12 @@ impl AuditConfig {
         Self {
             train,
             out,
-            canaries: 128,
+            canaries: DEFAULT_CANARIES,
+            min_expected_samples: DEFAULT_MIN_EXPECTED_SAMPLES,
             kind: CanaryKind::default(),
             confidence: 0.95,
             exposure_samples: 16,
+            exposure_canaries: DEFAULT_EXPOSURE_CANARIES,
             synthetic: None,
             seed: None,
             score_batch: 16,
@@ -83,6 +97,12 @@ impl AuditConfig {
             return bad(format!(
                 "--confidence must be in (0, 1), got {}",
                 self.confidence
+            ));
+        }
+        if !(self.min_expected_samples >= 0.0 && self.min_expected_samples.is_finite()) {
+            return bad(format!(
+                "--min-expected-samples must be ≥ 0 and finite, got {}",
+                self.min_expected_samples
             ));
         }
         if let Some(Fault::NoNoiseClaiming { epsilon }) = self.fault {
@@ -108,6 +128,9 @@ pub enum Verdict {
     Violation,
     /// No guarantee was claimed (`--no-dp`); the bound shows how much leaks.
     NoGuarantee,
+    /// The audit's ceiling (its bound if every guess were right) is at or below the claimed
+    /// ε: this audit could not have detected a violation. Use more canaries.
+    Inconclusive,
 }
 
 /// One canary's numbers.
@@ -149,6 +172,9 @@ pub struct ExposureSummary {
     pub mean_held_out: Option<f64>,
     /// Inserted canaries at the ceiling (ranked first among all samples).
     pub inserted_at_max: usize,
+    /// Canaries whose exposure was estimated (the first ones).
+    #[serde(default)]
+    pub canaries: usize,
 }
 
 /// Secrets found in the synthetic data.
@@ -174,6 +200,12 @@ pub struct TrainingSummary {
     pub ledger_epsilon: Option<f64>,
     pub final_loss: Option<f64>,
     pub seconds: f64,
+    /// Units (records or users) of the user's data, and how many the audit trained on
+    /// (a random subset so that canaries are sampled often enough, see [`crate::plan`]).
+    #[serde(default)]
+    pub user_units: usize,
+    #[serde(default)]
+    pub user_units_kept: usize,
 }
 
 /// `audit.json`.
@@ -186,6 +218,16 @@ pub struct AuditReport {
     pub delta: f64,
     /// With probability ≥ `confidence`, the training is not (ε, δ)-DP for any ε below this.
     pub epsilon_lower_bound: f64,
+    /// The audit's ceiling: the bound if every guess were right. A claimed ε at or above it
+    /// cannot be refuted (verdict `inconclusive`).
+    #[serde(default)]
+    pub ceiling_epsilon: f64,
+    /// q·T: expected number of times each inserted canary was sampled by training.
+    #[serde(default)]
+    pub expected_samples_per_canary: f64,
+    /// (1 − q)^T: probability that an inserted canary was never sampled.
+    #[serde(default)]
+    pub p_never_sampled: f64,
     pub confidence: f64,
     pub canary_kind: CanaryKind,
     pub canaries: usize,
@@ -219,10 +261,11 @@ impl AuditReport {
             Verdict::Consistent => "CONSISTENT — the lower bound does not exceed the claimed ε (no evidence of a bug; not a proof)",
             Verdict::Violation => "VIOLATION — the training leaks more than its claimed ε allows: clipping, noise, sampling or accounting is broken",
             Verdict::NoGuarantee => "NO GUARANTEE — trained without DP; the bound shows the leak",
+            Verdict::Inconclusive => "INCONCLUSIVE — the audit's ceiling is at or below the claimed ε, so it could not detect a violation; use more canaries",
         };
         let b = &self.bound;
         let mut s = format!(
-            "privacy audit ({} canaries, {} inserted, one run)\n  claimed ε:            {claimed} (δ = {:.2e})\n  empirical ε ≥         {:.3} at {:.0}% confidence ({} of {} guesses right)\n  verdict:              {verdict}\n",
+            "privacy audit ({} canaries, {} inserted, one run)\n  claimed ε:            {claimed} (δ = {:.2e})\n  empirical ε ≥         {:.3} at {:.0}% confidence ({} of {} guesses right)\n  audit ceiling:        {:.3} (the bound if every guess were right)\n  canary sampled:       {:.2} times in expectation ({:.1}% never; {} of {} user units trained on)\n  verdict:              {verdict}\n",
             self.canaries,
             self.inserted,
             self.delta,
@@ -230,6 +273,11 @@ impl AuditReport {
             self.confidence * 100.0,
             b.v,
             b.r,
+            self.ceiling_epsilon,
+            self.expected_samples_per_canary,
+            self.p_never_sampled * 100.0,
+            self.training.user_units_kept,
+            self.training.user_units,
         );
         let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
         s.push_str(&format!(
@@ -264,10 +312,12 @@ impl AuditReport {
     }
 }
 
-fn verdict(claimed: Option<f64>, lower: f64) -> Verdict {
+/// The verdict from the claim, the bound and the audit's ceiling.
+pub fn verdict(claimed: Option<f64>, lower: f64, ceiling: f64) -> Verdict {
     match claimed {
         None => Verdict::NoGuarantee,
         Some(c) if lower > c => Verdict::Violation,
+        Some(c) if ceiling <= c => Verdict::Inconclusive,
         Some(_) => Verdict::Consistent,
     }
 }
@@ -323,7 +373,27 @@ pub fn run_audit_with(
     std::fs::create_dir_all(out).map_err(|e| AuditError::file(out, e))?;
     write_canaries(&out.join(CANARIES_JSONL), &canaries)?;
 
-    // The audit's training data: the user's records plus the inserted canaries.
+    // How often training will see each canary; keep a random subset of the user's units if
+    // needed so that inserted canaries are sampled often enough to be detectable.
+    let units = user_units(&records, cfg.train.user_level)?;
+    let n_inserted = canaries.iter().filter(|c| c.inserted).count();
+    let steps = crate::plan::user_steps(
+        units.len(),
+        cfg.train.expected_batch,
+        cfg.train.steps,
+        cfg.train.epochs,
+    );
+    let plan = crate::plan::audit_plan(
+        units.len(),
+        n_inserted,
+        cfg.train.expected_batch,
+        steps,
+        cfg.min_expected_samples,
+    );
+    let user_delta = 1.0 / (units.len() as f64).powf(1.1);
+    let records = keep_units(records, units, plan.kept_units, &mut rng);
+
+    // The audit's training data: the (kept) user records plus the inserted canaries.
     let mut all = records;
     all.extend(canaries.iter().filter(|c| c.inserted).map(Canary::record));
     let data_path = out.join(TRAIN_JSONL);
@@ -333,6 +403,10 @@ pub fn run_audit_with(
     tcfg.data = data_path;
     tcfg.out = out.join(TRAIN_DIR);
     tcfg.resume = false;
+    // The user's run's steps and δ (δ = 1/n^1.1 of the user's data, not of the subset).
+    tcfg.steps = Some(steps);
+    tcfg.epochs = None;
+    tcfg.delta = Some(cfg.train.delta.unwrap_or(user_delta));
     if let Some(Fault::NoNoiseClaiming { .. }) = cfg.fault {
         tcfg.no_dp = true;
         tcfg.clip_norm = f64::INFINITY;
@@ -341,9 +415,13 @@ pub fn run_audit_with(
         }
     }
     progress.message(&format!(
-        "training with {} canaries inserted of {}",
-        canaries.iter().filter(|c| c.inserted).count(),
-        canaries.len()
+        "training with {} canaries inserted of {} and {} of {} user units: each canary sampled {:.2} times in expectation ({:.1}% never)",
+        n_inserted,
+        canaries.len(),
+        plan.kept_units,
+        plan.user_units,
+        plan.expected_samples,
+        plan.p_never_sampled * 100.0
     ));
     let prepared = dpsynth_train::train::prepare_data(&all, tok, &tcfg)?;
     let summary = dpsynth_train::train::train_prepared(&tcfg, weights, &prepared, progress)?;
@@ -387,11 +465,12 @@ pub fn run_audit_with(
     // Exposure: rank of the true secret among random alternatives under the trained model.
     let exposures: Option<Vec<f64>> = if cfg.exposure_samples > 0 {
         progress.message(&format!(
-            "exposure: {} alternatives per canary",
-            cfg.exposure_samples
+            "exposure: {} alternatives per canary for {} canaries",
+            cfg.exposure_samples,
+            cfg.exposure_canaries.min(canaries.len())
         ));
         let mut v = Vec::with_capacity(canaries.len());
-        for (c, t) in canaries.iter().zip(&trained) {
+        for (c, t) in canaries.iter().zip(&trained).take(cfg.exposure_canaries) {
             let mut alts = Vec::with_capacity(cfg.exposure_samples);
             while alts.len() < cfg.exposure_samples {
                 let s = cfg.kind.random_secret(&mut rng);
@@ -446,7 +525,7 @@ pub fn run_audit_with(
             base_loss: base[i].mean(),
             trained_loss: trained[i].mean(),
             score: scores[i],
-            exposure: exposures.as_ref().map(|e| e[i]),
+            exposure: exposures.as_ref().and_then(|e| e.get(i).copied()),
             in_synthetic: found.as_ref().map(|f| f[i]),
         })
         .collect();
@@ -471,14 +550,18 @@ pub fn run_audit_with(
                 .zip(&inserted)
                 .filter(|(x, i)| **i && **x >= max_bits - 1e-9)
                 .count(),
+            canaries: e.len(),
         }
     });
     let report = AuditReport {
         version: AUDIT_SCHEMA_VERSION,
-        verdict: verdict(claimed, bound.epsilon_lower_bound),
+        verdict: verdict(claimed, bound.epsilon_lower_bound, bound.ceiling),
         claimed_epsilon: claimed,
         delta,
         epsilon_lower_bound: bound.epsilon_lower_bound,
+        ceiling_epsilon: bound.ceiling,
+        expected_samples_per_canary: summary.sampling_probability * summary.steps_done as f64,
+        p_never_sampled: (1.0 - summary.sampling_probability).powf(summary.steps_done as f64),
         confidence: cfg.confidence,
         canary_kind: cfg.kind,
         canaries: canaries.len(),
@@ -502,6 +585,8 @@ pub fn run_audit_with(
             ledger_epsilon: summary.epsilon_pld,
             final_loss: summary.final_loss,
             seconds: summary.seconds,
+            user_units: plan.user_units,
+            user_units_kept: plan.kept_units,
         },
         fault: cfg.fault,
         per_canary,
@@ -511,6 +596,51 @@ pub fn run_audit_with(
     std::fs::write(&p, serde_json::to_string_pretty(&report)?)
         .map_err(|e| AuditError::file(&p, e))?;
     Ok(report)
+}
+
+/// The user's units: one per record, or one per user with user-level DP (record indices).
+fn user_units(records: &[dpsynth_data::Record], user_level: bool) -> Result<Vec<Vec<usize>>> {
+    if !user_level {
+        return Ok((0..records.len()).map(|i| vec![i]).collect());
+    }
+    let mut by_user: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, r) in records.iter().enumerate() {
+        let u = r.user.as_deref().ok_or_else(|| {
+            AuditError::Data(format!(
+                "user-level DP needs a `user` in every record; record `{}` has none",
+                r.id
+            ))
+        })?;
+        by_user.entry(u).or_default().push(i);
+    }
+    Ok(by_user.into_values().collect())
+}
+
+/// A uniformly random subset of `keep` units (partial Fisher–Yates), records in input order.
+fn keep_units(
+    records: Vec<dpsynth_data::Record>,
+    mut units: Vec<Vec<usize>>,
+    keep: usize,
+    rng: &mut dpsynth_privacy::SecureRng,
+) -> Vec<dpsynth_data::Record> {
+    if keep >= units.len() {
+        return records;
+    }
+    for i in 0..keep {
+        let j = i + rng.below((units.len() - i) as u64) as usize;
+        units.swap(i, j);
+    }
+    let mut take = vec![false; records.len()];
+    for u in &units[..keep] {
+        for &i in u {
+            take[i] = true;
+        }
+    }
+    records
+        .into_iter()
+        .zip(take)
+        .filter_map(|(r, t)| t.then_some(r))
+        .collect()
 }
 
 fn write_canaries(path: &Path, canaries: &[Canary]) -> Result<()> {
@@ -528,9 +658,13 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert_eq!(verdict(None, 5.0), Verdict::NoGuarantee);
-        assert_eq!(verdict(Some(1.0), 2.0), Verdict::Violation);
-        assert_eq!(verdict(Some(1.0), 1.0), Verdict::Consistent);
-        assert_eq!(verdict(Some(8.0), 0.0), Verdict::Consistent);
+        assert_eq!(verdict(None, 5.0, 9.0), Verdict::NoGuarantee);
+        assert_eq!(verdict(Some(1.0), 2.0, 9.0), Verdict::Violation);
+        assert_eq!(verdict(Some(1.0), 1.0, 9.0), Verdict::Consistent);
+        assert_eq!(verdict(Some(8.0), 0.0, 9.0), Verdict::Consistent);
+        // An audit that cannot reach the claim is not evidence of consistency.
+        assert_eq!(verdict(Some(3.0), 1.0, 3.0), Verdict::Inconclusive);
+        assert_eq!(verdict(Some(8.0), 0.0, 5.0), Verdict::Inconclusive);
+        assert_eq!(verdict(Some(3.0), 3.5, 5.0), Verdict::Violation);
     }
 }

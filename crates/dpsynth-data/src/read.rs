@@ -495,7 +495,27 @@ fn field_val(f: &Field, text: bool) -> Val<'_> {
     }
 }
 
+/// The parquet crate asserts on some corrupt metadata (e.g. a negative column offset in
+/// `ColumnChunkMetaData::byte_range`) instead of returning an error; a corrupt file must be a
+/// clear error naming the file, never a crash (found by `tests/fuzz_readers.rs`).
 fn read_parquet(path: &Path, opts: &ReadOptions) -> Result<Loaded, DataError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_parquet_inner(path, opts)
+    }))
+    .unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the Parquet reader failed".into());
+        Err(DataError::Corrupt {
+            loc: Location::file(path.display().to_string()),
+            msg: format!("cannot read Parquet (corrupt file): {msg}"),
+        })
+    })
+}
+
+fn read_parquet_inner(path: &Path, opts: &ReadOptions) -> Result<Loaded, DataError> {
     let p = path.display().to_string();
     let corrupt = |pos: Option<Pos>, e: parquet::errors::ParquetError| DataError::Corrupt {
         loc: Location {

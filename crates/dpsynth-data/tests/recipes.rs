@@ -1,4 +1,5 @@
-//! Built-in recipes on the real assets (skipped with a message when assets are absent), and
+//! Built-in recipes on the real assets (skipped with a message when assets are absent, a failure
+//! under `DPSYNTH_REQUIRE_ASSETS=1`), and
 //! `prepare` end to end on a small file.
 
 use std::collections::BTreeMap;
@@ -6,17 +7,13 @@ use std::path::PathBuf;
 
 use dpsynth_data::{prepare, read_jsonl, run_recipe, Columns, OnInvalid, PrepareOptions, Source};
 
+/// The assets directory if it holds `sub`; a skip, or a failure under
+/// `DPSYNTH_REQUIRE_ASSETS=1`, otherwise (`dpsynth_testkit::found`).
 fn assets(sub: &str) -> Option<PathBuf> {
-    let a = dpsynth_data::find_assets_dir()?;
-    if a.join(sub).exists() {
-        Some(a)
-    } else {
-        eprintln!(
-            "SKIP: {} not found; run scripts/fetch-assets.sh (or set DPSYNTH_ASSETS)",
-            a.join(sub).display()
-        );
-        None
-    }
+    dpsynth_testkit::found(
+        &format!("assets/{sub}"),
+        dpsynth_data::find_assets_dir().filter(|a| a.join(sub).exists()),
+    )
 }
 
 fn hist(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {

@@ -8,8 +8,7 @@ use dpsynth_eval::Progress;
 
 #[test]
 fn minilm_matches_reference() {
-    let Some(dir) = find_minilm_dir(None) else {
-        eprintln!("SKIP minilm_matches_reference: assets/minilm not found (set DPSYNTH_ASSETS)");
+    let Some(dir) = dpsynth_testkit::found("assets/minilm", find_minilm_dir(None)) else {
         return;
     };
     let model = MiniLm::load(&dir, &Device::Cpu).unwrap();
@@ -70,8 +69,7 @@ fn minilm_matches_reference() {
 
 #[test]
 fn embedding_cache_roundtrip() {
-    let Some(dir) = find_minilm_dir(None) else {
-        eprintln!("SKIP embedding_cache_roundtrip: assets/minilm not found");
+    let Some(dir) = dpsynth_testkit::found("assets/minilm", find_minilm_dir(None)) else {
         return;
     };
     let model = MiniLm::load(&dir, &Device::Cpu).unwrap();

@@ -199,8 +199,7 @@ fn label_mismatch_single_class_and_empty_texts_are_reported() {
 
 #[test]
 fn logreg_mauve_and_dp_baseline_with_real_minilm() {
-    let Some(_) = find_minilm_dir(None) else {
-        eprintln!("SKIP logreg_mauve_and_dp_baseline_with_real_minilm: assets/minilm not found");
+    let Some(_) = dpsynth_testkit::found("assets/minilm", find_minilm_dir(None)) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -277,8 +276,7 @@ fn test_set_missing_a_label_is_reported_not_fatal() {
 
 #[test]
 fn dp_cnn_baseline_uses_the_public_embedding_and_stays_in_budget() {
-    let Some(_) = find_minilm_dir(None) else {
-        eprintln!("SKIP dp_cnn_baseline_uses_the_public_embedding: assets/minilm not found");
+    let Some(_) = dpsynth_testkit::found("assets/minilm", find_minilm_dir(None)) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -95,11 +95,9 @@ fn truncated_smollm2_gguf_is_a_clear_error() {
 #[test]
 fn hf_directory_round_trip_with_tokenizer_json() {
     // Save tiny random weights as a HF directory, add a tokenizer.json, and load it back.
-    let minilm_tok = common::assets_dir().join("minilm/tokenizer.json");
-    if !minilm_tok.is_file() {
-        eprintln!("SKIPPED: {} not found", minilm_tok.display());
+    let Some(minilm_tok) = dpsynth_testkit::asset("minilm/tokenizer.json") else {
         return;
-    }
+    };
     let w = LlamaWeights::random(&LlamaConfig::tiny(), &Device::Cpu, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     dpsynth_lm::adapter::save_hf_model(&w, dir.path()).unwrap();

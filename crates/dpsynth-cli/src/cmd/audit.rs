@@ -16,11 +16,18 @@ use dpsynth_train::{LabelDistribution, Method, Progress, StepInfo, TrainConfig};
 /// Jagielski 2023) at --confidence. A lower bound above the ledger's ε is a VIOLATION: the
 /// implementation is not as private as it claims (exit status 2).
 ///
+/// The audit reports its own ceiling (the bound if every guess were right, ≈ 5 for 1024
+/// canaries) and says INCONCLUSIVE when the claimed ε is at or above it: such an audit could
+/// not have detected anything. A canary is only detectable if training samples it, so the
+/// audit keeps your batch size, steps and δ but trains on a random subset of your records
+/// such that each inserted canary is sampled --min-expected-samples times in expectation
+/// (the audit run's ledger claims the ε of that run; 0 trains on all records).
+///
 /// The bound is a lower bound: far below the claimed ε is normal for DP-SGD (the audit sees
 /// only the final model). Use it to catch bugs, not to certify a guarantee. The audit
 /// trains on your data: it is a separate release with its own ledger (OUT/train/privacy.json).
 ///
-/// Writes OUT/audit.json (schema version 1), OUT/canaries.jsonl (canaries and their coins),
+/// Writes OUT/audit.json (schema version 2), OUT/canaries.jsonl (canaries and their coins),
 /// OUT/train.jsonl (data + inserted canaries) and OUT/train/ (the audit's training run).
 #[derive(clap::Args, Debug)]
 #[command(
@@ -43,9 +50,14 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
 
-    /// Number of canaries m (each inserted with probability 1/2).
-    #[arg(long, default_value_t = 128)]
+    /// Number of canaries m (each inserted with probability 1/2); the audit's ceiling grows
+    /// with m (128: ≈ 3.0, 1024: ≈ 5.0).
+    #[arg(long, default_value_t = dpsynth_audit::run::DEFAULT_CANARIES)]
     pub canaries: usize,
+    /// Expected number of times training samples each inserted canary (q·T); the audit trains
+    /// on a random subset of the records to reach it (0 = all records, your q).
+    #[arg(long, default_value_t = dpsynth_audit::run::DEFAULT_MIN_EXPECTED_SAMPLES)]
+    pub min_expected_samples: f64,
     /// Canary format: secret[:digits] ("my secret code is 482913") or words[:n] (random words).
     #[arg(long, default_value = "secret:6")]
     pub canary_kind: String,
@@ -55,6 +67,9 @@ pub struct Args {
     /// Random alternative secrets per canary for the exposure estimate (0 = skip).
     #[arg(long, default_value_t = 16)]
     pub exposure_samples: usize,
+    /// Estimate exposure for the first this many canaries only.
+    #[arg(long, default_value_t = dpsynth_audit::run::DEFAULT_EXPOSURE_CANARIES)]
+    pub exposure_canaries: usize,
     /// Synthetic dataset (JSONL) to search for canary secrets [default: RUN_DIR/synthetic.jsonl
     /// if present]. Only meaningful if it was sampled from the audit's model.
     #[arg(long)]
@@ -307,6 +322,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.kind = kind;
     cfg.confidence = a.confidence;
     cfg.exposure_samples = a.exposure_samples;
+    cfg.exposure_canaries = a.exposure_canaries;
+    cfg.min_expected_samples = a.min_expected_samples;
     cfg.seed = a.canary_seed;
     cfg.synthetic = a.synthetic.clone().or_else(|| {
         run_dir

@@ -9,23 +9,12 @@ use dpsynth_lm::{LlamaWeights, Tokenizer};
 
 /// `$DPSYNTH_ASSETS` or `<workspace>/assets`.
 pub fn assets_dir() -> PathBuf {
-    match std::env::var_os("DPSYNTH_ASSETS") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets"),
-    }
+    dpsynth_testkit::assets_dir()
 }
 
+/// The SmolLM2 GGUF: a skip when missing, a failure under `DPSYNTH_REQUIRE_ASSETS=1`.
 pub fn smollm2_path() -> Option<PathBuf> {
-    let p = assets_dir().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} not found (run scripts/fetch-assets.sh or set DPSYNTH_ASSETS)",
-            p.display()
-        );
-        None
-    }
+    dpsynth_testkit::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 /// The SmolLM2 model, loaded once per test binary.
