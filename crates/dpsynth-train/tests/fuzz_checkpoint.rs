@@ -44,6 +44,7 @@ fn checkpoint_loader_never_panics_and_errors_name_the_directory() {
             epsilon: Some(0.1),
             lr: 0.01,
             seconds: 0.2,
+            dropped_nonfinite: 0,
         }],
         seed_policy: SeedPolicy::Seeded { seed: 3 },
     }
