@@ -388,24 +388,16 @@ pub struct Plan {
     pub budget_steps: u64,
 }
 
-fn full_event(label_sigma: Option<f64>, q: f64, sigma: f64, steps: u64) -> DpEvent {
-    let mut ev = Vec::new();
-    if let Some(s) = label_sigma {
-        ev.push(DpEvent::gaussian(s));
-    }
-    if steps > 0 {
-        ev.push(DpEvent::dp_sgd(q, sigma, steps));
-    }
-    DpEvent::Composed(ev)
-}
-
 /// Decide q, steps, δ and the noise multipliers.
 ///
 /// # Privacy
-/// σ is the smallest value (bisection, then checked) for which the PLD ε of the composed
-/// run (label histogram + `steps` of Poisson-subsampled Gaussian, Mironov et al. 2019) is ≤
-/// the target; the bisection keeps the upper (more noise) end, so rounding errs toward
-/// privacy. q uses the dataset size n, treated as public (as in Abadi et al. 2016).
+/// σ is the smallest value for which the PLD ε of the composed run
+/// ([`DpEvent::dpsynth_run`]: label histogram + `steps` of Poisson-subsampled Gaussian, Mironov
+/// et al. 2019) is ≤ the target, found by the privacy crate's one calibration
+/// ([`dpsynth_privacy::calibrate_noise_multiplier_for`], which keeps the conservative end and
+/// checks its result with the default PLD), the same one `dpsynth account` uses; the label
+/// histogram's σ comes from the same function at its share of ε. q uses the dataset size n,
+/// treated as public (as in Abadi et al. 2016).
 pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
     if n_units == 0 {
         return Err(TrainError::Data("no training units".into()));
@@ -443,17 +435,14 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
                     )
                 })?;
                 let share = t * cfg.label_budget_share;
-                bisect_sigma(
-                    |s| epsilon_or_inf(&DpEvent::gaussian(s), delta) <= share,
-                    |s| rdp_or_inf(&DpEvent::gaussian(s), delta) <= share,
-                )
-                .map_err(|_| {
-                    TrainError::Budget(format!(
-                        "ε = {t} is too small: the DP label histogram's share ({share:.2e}) \
-                         needs σ > 100; use a larger ε, a larger --label-budget-share or \
+                dpsynth_privacy::calibrate_noise_multiplier_for(share, delta, DpEvent::gaussian)
+                    .map_err(|e| {
+                        TrainError::Budget(format!(
+                            "ε = {t} is too small: the DP label histogram's share ({share:.2e}) \
+                         cannot be met ({e}); use a larger ε, a larger --label-budget-share or \
                          --label-distribution uniform (no budget spent)"
-                    ))
-                })?
+                        ))
+                    })?
             }
         })
     } else {
@@ -462,28 +451,28 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
     let sigma = match (cfg.noise_multiplier, target) {
         (Some(s), _) => s,
         (None, Some(t)) => {
-            let ok = |s: f64| epsilon_or_inf(&full_event(label_sigma, q, s, steps), delta) <= t;
-            let ok_rdp = |s: f64| rdp_or_inf(&full_event(label_sigma, q, s, steps), delta) <= t;
-            match bisect_sigma(ok, ok_rdp) {
+            match dpsynth_privacy::calibrate_noise_multiplier_for(t, delta, |s| {
+                DpEvent::dpsynth_run(label_sigma, q, s, steps)
+            }) {
                 Ok(s) => s,
-                Err(_) => {
-                    let e = epsilon_or_inf(&full_event(label_sigma, q, 100.0, steps), delta);
+                Err(e) => {
                     return Err(TrainError::Budget(format!(
-                        "ε = {t} is too small for {steps} steps at q = {q:.4}: even σ = 100 \
-                         gives ε = {e:.3}; ask for a larger ε, fewer steps/epochs or a smaller \
-                         expected batch (no budget spent)"
+                        "ε = {t} is too small for {steps} steps at q = {q:.4} ({e}); ask for a \
+                         larger ε, fewer steps/epochs or a smaller expected batch (no budget spent)"
                     )));
                 }
             }
         }
         (None, None) => unreachable!("validated"),
     };
-    let planned = epsilon_or_inf(&full_event(label_sigma, q, sigma, steps), delta);
+    let planned = epsilon_or_inf(&DpEvent::dpsynth_run(label_sigma, q, sigma, steps), delta);
     let mut budget_steps = steps;
     if let Some(t) = target {
         if planned > t {
             // Only reachable with a user-given σ: find how many steps fit.
-            let fits = |k: u64| epsilon_or_inf(&full_event(label_sigma, q, sigma, k), delta) <= t;
+            let fits = |k: u64| {
+                epsilon_or_inf(&DpEvent::dpsynth_run(label_sigma, q, sigma, k), delta) <= t
+            };
             let (mut lo, mut hi) = (0u64, steps);
             while lo < hi {
                 let mid = (lo + hi).div_ceil(2);
@@ -494,7 +483,7 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
                 }
             }
             if lo == 0 {
-                let one = epsilon_or_inf(&full_event(label_sigma, q, sigma, 1), delta);
+                let one = epsilon_or_inf(&DpEvent::dpsynth_run(label_sigma, q, sigma, 1), delta);
                 return Err(TrainError::Budget(format!(
                     "ε = {t} is too small: with σ = {sigma} at q = {q:.4} a single step already spends ε = {one:.3} and {steps} steps would spend ε = {planned:.3}; raise ε or σ (no budget spent)"
                 )));
@@ -503,7 +492,7 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
         }
     }
     let planned_epsilon = Some(epsilon_or_inf(
-        &full_event(label_sigma, q, sigma, budget_steps),
+        &DpEvent::dpsynth_run(label_sigma, q, sigma, budget_steps),
         delta,
     ));
     Ok(Plan {
@@ -515,48 +504,6 @@ pub fn plan(cfg: &TrainConfig, n_units: usize) -> Result<Plan> {
         planned_epsilon,
         budget_steps,
     })
-}
-
-/// Smallest σ in [0.05, 100] with `ok(σ)` (monotone in σ), upper end kept, relative
-/// precision 2e-4. `ok_rdp` is a cheaper, more conservative test (RDP ε ≥ PLD ε) used to
-/// bracket the search.
-fn bisect_sigma(ok: impl Fn(f64) -> bool, ok_rdp: impl Fn(f64) -> bool) -> Result<f64> {
-    let (mut lo, mut hi) = (0.05f64, 100.0f64);
-    // Bracket with RDP: the RDP-feasible σ is PLD-feasible too (RDP is the looser bound).
-    if ok_rdp(hi) {
-        let (mut a, mut b) = (lo, hi);
-        while b / a > 1.01 {
-            let mid = (a * b).sqrt();
-            if ok_rdp(mid) {
-                b = mid;
-            } else {
-                a = mid;
-            }
-        }
-        hi = b;
-        lo = (b / 4.0).max(lo);
-    }
-    if !ok(hi) {
-        return Err(TrainError::Budget("no σ ≤ 100 reaches the target".into()));
-    }
-    if ok(lo) {
-        return Ok(lo);
-    }
-    while hi / lo > 1.0 + 2e-4 {
-        let mid = (lo * hi).sqrt();
-        if ok(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    Ok(hi)
-}
-
-fn rdp_or_inf(ev: &DpEvent, delta: f64) -> f64 {
-    dpsynth_privacy::epsilon_rdp(ev, delta)
-        .map(|r| r.epsilon)
-        .unwrap_or(f64::INFINITY)
 }
 
 fn legacy_precision() -> FrozenPrecision {
@@ -781,7 +728,9 @@ fn train_with(
     let mut eps_now = ledger.epsilon_pld;
     let mut stopped = None;
     let mut step = start_step;
-    let eps_every = 1;
+    // The PLD ε of the steps so far (tens of ms each): every step for short runs, about 200
+    // times over a long one.
+    let eps_every = (plan.steps / 200).max(1);
     while step < plan.steps {
         // Budget guard: never start a step that would exceed the target.
         if step >= plan.budget_steps {
@@ -817,9 +766,10 @@ fn train_with(
             s.steps_spent = step;
         }
         if !cfg.no_dp && (step.is_multiple_of(eps_every) || step == plan.steps) {
-            // Progress display only: RDP is cheap and an upper bound on the PLD ε.
-            eps_now = Some(rdp_or_inf(
-                &full_event(plan.label_sigma, plan.q, plan.sigma.unwrap(), step),
+            // Progress display (and loss.csv): the PLD ε spent so far, the same accountant as
+            // the ledger (RDP would show a looser bound, above the target early in a run).
+            eps_now = Some(epsilon_or_inf(
+                &DpEvent::dpsynth_run(plan.label_sigma, plan.q, plan.sigma.unwrap(), step),
                 plan.delta,
             ));
         }
@@ -1139,3 +1089,34 @@ fn write_loss_csv(path: &Path, rows: &[StepInfo]) -> Result<()> {
 
 #[allow(dead_code)]
 fn _assert_send(_: &Tensor) {}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    /// `dpsynth train` and `dpsynth account --label-histogram-epsilon` must print the same σ for
+    /// the same plan: both go through the privacy crate's one calibration.
+    #[test]
+    fn train_plan_equals_the_privacy_crates_run_calibration() {
+        let mut cfg = TrainConfig::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
+        cfg.epsilon = Some(3.0);
+        cfg.delta = Some(1e-5);
+        cfg.steps = Some(160);
+        cfg.expected_batch = 32;
+        cfg.label_distribution = LabelDistribution::Dp;
+        cfg.label_budget_share = 0.1 / 3.0;
+        let p = plan(&cfg, 8192).unwrap();
+        let run =
+            dpsynth_privacy::calibrate_run(3.0, 1e-5, 32.0 / 8192.0, 160, Some(0.1 / 3.0)).unwrap();
+        assert_eq!(p.label_sigma, run.label_sigma);
+        assert_eq!(p.sigma, Some(run.sigma));
+        assert!((p.planned_epsilon.unwrap() - run.epsilon).abs() < 1e-12);
+        assert!(p.planned_epsilon.unwrap() <= 3.0);
+        // Without a histogram: plain DP-SGD calibration.
+        cfg.label_distribution = LabelDistribution::Uniform;
+        let p = plan(&cfg, 8192).unwrap();
+        let s = dpsynth_privacy::calibrate_noise_multiplier(3.0, 1e-5, 32.0 / 8192.0, 160).unwrap();
+        assert!((p.sigma.unwrap() / s - 1.0).abs() < 1e-6);
+        assert_eq!(p.label_sigma, None);
+    }
+}
