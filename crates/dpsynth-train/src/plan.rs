@@ -47,13 +47,17 @@ use serde::{Deserialize, Serialize};
 use crate::optim::LrSchedule;
 use crate::{Result, TrainError};
 
-/// Bench throughput of one DP-SGD training step in (padded) tokens per second, per method,
-/// measured on this project's main CPU: `Intel(R) Xeon(R) Processor` (KVM guest, AVX-512 BF16 +
-/// AMX), 1 thread, release build, bf16 frozen base, SmolLM2-135M, micro-batch 8 × 128 tokens
-/// (`bench_step`, quiet re-measure 2026-11-30 05:44 UTC, crates/dpsynth-train/REPORT.md):
-/// LoRA 1.87 s/step → 548 tokens/s; prompt tuning 2.10 s/step → 488 tokens/s; full fine-tuning
-/// (f32, one example at a time) 15.32 CPU-s per 8 examples → 67 tokens/s. On other CPUs (e.g. the
-/// AMD EPYC machines, no AMX) measure with `dpsynth bench` and pass the throughput explicitly.
+/// Bench throughput of one DP-SGD training step in (padded) tokens per second, per method, 1
+/// thread, release build, bf16 frozen base, SmolLM2-135M, micro-batch 8 × 128 tokens
+/// (`bench_step`). The constants were measured on the AMD EPYC (2026-11-30,
+/// crates/dpsynth-train/REPORT.md): LoRA 1.87 s/step → 548 tokens/s; prompt tuning 2.10 s/step
+/// → 488 tokens/s; full fine-tuning (f32, one example at a time) 15.32 CPU-s per 8 examples →
+/// 67 tokens/s. On the `Intel(R) Xeon(R) Processor` (AMX kernel, quiet, 2026-12-02,
+/// `RAYON_NUM_THREADS=1 bench_step lora 3 8 bf16 both`) DP-LoRA runs 2.95 s/step on 8 × 128
+/// (347 padded tokens/s) but 10.8 examples/s on Rotten Tomatoes' real lengths, above the
+/// 7.2 examples/s this constant predicts for the quick preset's padded 76-token examples, so the
+/// estimate stays on the safe side there; for long-text data on that CPU pass the measured
+/// throughput (`train.throughput`). On any other CPU measure with `dpsynth bench`.
 pub fn bench_tokens_per_second(method: &str) -> f64 {
     match method {
         "prompt" => 488.0,
