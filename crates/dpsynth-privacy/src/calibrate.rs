@@ -142,8 +142,8 @@ pub struct RunNoise {
 
 /// Calibrate a whole dpsynth training run ([`DpEvent::dpsynth_run`]) to `target_epsilon`: the
 /// label histogram (when `label_share` is `Some(s)`) gets the smallest σ whose ε on its own is
-/// ≤ `s × target_epsilon`, then DP-SGD gets the smallest σ for which the *composed* run (histogram
-/// + `steps` Poisson-subsampled Gaussian steps) meets `target_epsilon`. One function serves
+/// ≤ `s × target_epsilon`, then DP-SGD gets the smallest σ for which the *composed* run (the
+/// histogram and `steps` Poisson-subsampled Gaussian steps) meets `target_epsilon`. One function serves
 /// `dpsynth account` and `dpsynth train`, so both print the same σ for the same plan.
 ///
 /// # Privacy

@@ -819,7 +819,7 @@ impl RunConfig {
                 ));
             }
         }
-        if !(self.synth.near_dup_jaccard > 0.0) {
+        if self.synth.near_dup_jaccard.is_nan() || self.synth.near_dup_jaccard <= 0.0 {
             return Err(invalid(
                 "synth.near_dup_jaccard",
                 format!(

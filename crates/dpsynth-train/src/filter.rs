@@ -440,7 +440,7 @@ mod tests {
         let a = shingles(&normalize(texts[0]));
         let c = shingles(&normalize(texts[2]));
         let j = jaccard(&a, &c);
-        assert!(j >= 0.8 && j < 1.0, "{j}");
+        assert!((0.8..1.0).contains(&j), "{j}");
         assert!(jaccard(&a, &shingles(&normalize(texts[3]))) < 0.2);
     }
 

@@ -156,7 +156,7 @@ impl PlanOptions {
         if self.min_steps == 0 || self.min_batch == 0 || self.max_batch < self.min_batch {
             return bad("min_steps ≥ 1 and 1 ≤ min_batch ≤ max_batch are required".into());
         }
-        if !(self.max_epochs > 0.0) || !(self.max_q > 0.0 && self.max_q <= 1.0) {
+        if !(self.max_epochs > 0.0 && self.max_q > 0.0 && self.max_q <= 1.0) {
             return bad("max_epochs > 0 and max_q in (0, 1] are required".into());
         }
         if !(0.0..1.0).contains(&self.warmup_fraction) {

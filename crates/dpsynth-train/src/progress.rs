@@ -95,7 +95,10 @@ impl SynthProgress for ConsoleProgress {
     }
     fn written(&mut self, done: usize, tokens_per_second: f64) {
         if let Some(b) = &self.bar {
-            b.set_message(format!("{tokens_per_second:.0} tok/s"));
+            // 0 means "no new measurement" (per-record calls): keep the last rate.
+            if tokens_per_second > 0.0 {
+                b.set_message(format!("{tokens_per_second:.0} tok/s"));
+            }
             b.set_position(done as u64);
         }
     }

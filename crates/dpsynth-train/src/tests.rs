@@ -517,9 +517,9 @@ fn bucketed_microbatches_match_oracle_and_clip() {
                 .clip_and_sum(clip)
                 .unwrap();
             for &c in &stats.clipped_norms {
-                assert!(c as f64 <= clip, "clipped norm {c} > C = {clip}");
+                assert!(c <= clip, "clipped norm {c} > C = {clip}");
             }
-            clipped_any |= stats.norms.iter().any(|&x| x as f64 > clip);
+            clipped_any |= stats.norms.iter().any(|&x| x > clip);
             // Noise with σ = 0 and expected batch 1 reveals the clipped sum.
             let mut zero =
                 crate::rng::DpRng::new(crate::rng::SeedPolicy::Seeded { seed: 1 }, "t", 0);
