@@ -51,6 +51,15 @@ impl Embeddings {
     }
 }
 
+/// [`find_minilm_dir`], or [`EvalError::MissingAsset`] naming what was looked for.
+pub fn require_minilm_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    find_minilm_dir(explicit).ok_or_else(|| {
+        EvalError::MissingAsset(
+            explicit.map_or("assets/minilm".to_string(), |p| p.display().to_string()),
+        )
+    })
+}
+
 /// Locate the MiniLM directory: an explicit path, else `$DPSYNTH_ASSETS/minilm`, else
 /// `<workspace>/assets/minilm` (found from the current directory upwards).
 pub fn find_minilm_dir(explicit: Option<&Path>) -> Option<PathBuf> {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::embed::{find_minilm_dir, MiniLm};
+use crate::embed::{require_minilm_dir, MiniLm};
 use crate::logreg::{LogReg, LogRegConfig};
 use crate::{io_err, EvalError, Progress, Result};
 
@@ -133,13 +133,7 @@ pub fn label_fidelity(cfg: &FidelityConfig, progress: &Progress) -> Result<Label
         .collect();
     let y_train: Vec<usize> = train.iter().map(|r| idx[r.label.as_str()]).collect();
     let y_syn: Vec<usize> = syn.iter().map(|r| idx[r.label.as_str()]).collect();
-    let dir = find_minilm_dir(cfg.minilm_dir.as_deref()).ok_or_else(|| {
-        EvalError::MissingAsset(
-            cfg.minilm_dir
-                .as_ref()
-                .map_or("assets/minilm".to_string(), |p| p.display().to_string()),
-        )
-    })?;
+    let dir = require_minilm_dir(cfg.minilm_dir.as_deref())?;
     progress.note("label fidelity: MiniLM + logreg on the real training data (private diagnostic)");
     let m = MiniLm::load(&dir, &Device::Cpu)?;
     let texts = |r: &[dpsynth_data::Record]| r.iter().map(|x| x.text.clone()).collect::<Vec<_>>();

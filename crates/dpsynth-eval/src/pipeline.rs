@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cnn::{CnnConfig, CnnTrainInfo, PublicEmbedding, WordCnn};
 use crate::dpsgd::{DpPlan, DpSgdConfig};
-use crate::embed::{find_minilm_dir, Embeddings, MiniLm};
+use crate::embed::{require_minilm_dir, Embeddings, MiniLm};
 use crate::logreg::{LogReg, LogRegConfig};
 use crate::mauve::{mauve, MauveConfig, MauveResult};
 use crate::metrics::ClassMetrics;
@@ -549,13 +549,7 @@ pub fn evaluate(cfg: &EvalConfig, progress: &Progress) -> Result<EvalReport> {
     let cache = cfg.effective_cache_dir();
     let mut public_emb = None;
     let emb = if need_embed || need_vocab {
-        let dir = find_minilm_dir(cfg.minilm_dir.as_deref()).ok_or_else(|| {
-            EvalError::MissingAsset(
-                cfg.minilm_dir
-                    .as_ref()
-                    .map_or("assets/minilm".to_string(), |p| p.display().to_string()),
-            )
-        })?;
+        let dir = require_minilm_dir(cfg.minilm_dir.as_deref())?;
         if need_vocab {
             progress.note("loading MiniLM's public word embeddings for the DP CNN");
             public_emb = Some(PublicEmbedding::from_minilm(&dir, cfg.cnn.embed_dim)?);
