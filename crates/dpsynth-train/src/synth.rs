@@ -476,16 +476,16 @@ fn synthesize_filtered(
     ));
     // 3. log p(text | prefix_l) for every label.
     let ts = Instant::now();
-    let mut lls = Vec::with_capacity(kept.len());
     progress.start(kept.len());
-    for (i, (text, _)) in kept.iter().enumerate() {
+    let mut texts = Vec::with_capacity(kept.len());
+    for (text, _) in &kept {
         let mut ids = tok.encode(text, false)?;
         ids.truncate(info.max_tokens);
-        lls.push(crate::filter::label_log_likelihoods(
-            generator, prompts, &ids, eos,
-        )?);
-        progress.written(i + 1, 0.0);
+        texts.push(ids);
     }
+    let lls = crate::filter::score_candidates(generator, prompts, &texts, eos, |done| {
+        progress.written(done, 0.0)
+    })?;
     progress.finish();
     let scoring_seconds = ts.elapsed().as_secs_f64();
     // 4. Re-label, drop, balance.
