@@ -33,7 +33,12 @@ use crate::train_args::{train_config, TrainArgs, TrainIo};
 /// OUT/train.jsonl (data + inserted canaries) and OUT/train/ (the audit's training run).
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n\n  dpsynth audit --config run.toml --canaries 128\n  \
+    after_help = "Training settings: the run.toml keys of `dpsynth run` under the same names, with its \
+    defaults or, with --config, the file's values (flags win). One setting differs on purpose: the audit \
+    trains with uniform labels, because it measures DP-SGD and the label histogram is not part of it (a \
+    label-histogram ε still leaves DP-SGD the same share of ε as in the run, so the audit's steps and batch \
+    are the run's). Old flag names still work: --rank, --lr, --clip-norm, --max-tokens, ...\n\n\
+    Examples:\n\n  dpsynth audit --config run.toml --canaries 128\n  \
     dpsynth audit --data data/train.jsonl --epsilon 8 --steps 200 --out audit-eps8\n  \
     dpsynth audit --data data/train.jsonl --no-dp --epochs 3 --learning-rate 0.01 --out audit-nodp"
 )]
