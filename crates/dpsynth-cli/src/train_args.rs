@@ -622,6 +622,63 @@ mod tests {
     }
 
     #[test]
+    fn audit_trains_what_run_and_train_train_but_with_uniform_labels() {
+        let f = Fixture::new();
+        let toml = format!(
+            "[run]\ndir = {:?}\n[data]\npath = {:?}\n[model]\npath = {:?}\nembedding = {:?}\n\
+             [privacy]\nepsilon = 5\n[train]\nlora_rank = 4\nsteps = 7\n",
+            f.path("run"),
+            f.path("run/data/train.jsonl"),
+            f.path("model.gguf"),
+            f.path("minilm"),
+        );
+        let conf = f.path("run.toml");
+        std::fs::write(&conf, toml).unwrap();
+        let audit = |extra: &[&str]| {
+            let mut a = vec!["audit", "--config", &conf];
+            a.extend_from_slice(extra);
+            let crate::Command::Audit(a) = parse(&a) else {
+                unreachable!()
+            };
+            crate::cmd::audit::training(&a).unwrap()
+        };
+        let (t, dir) = audit(&["--lr", "0.02"]);
+        assert_eq!(dir, Some(PathBuf::from(f.path("run"))));
+        // The run's train stage with the same file and flag.
+        let r = dpsynth_report::resolve(
+            Some(Path::new(&conf)),
+            &[Override::new("learning-rate", "0.02")],
+        )
+        .unwrap();
+        let mut want =
+            crate::pipeline::train_config(&r.config, Path::new(&f.path("run")), false).unwrap();
+        assert_eq!(want.label_distribution, LabelDistribution::Dp);
+        want.label_distribution = LabelDistribution::Uniform;
+        want.out = PathBuf::new();
+        assert_eq!(t, want);
+        assert_eq!((t.lr, t.epsilon, t.steps), (0.02, Some(5.0), Some(7)));
+        // A flag that changes ε does not move the run directory (which ε names by default).
+        let (t, dir) = audit(&["--epsilon", "2"]);
+        assert_eq!(
+            (t.epsilon, dir),
+            (Some(2.0), Some(PathBuf::from(f.path("run"))))
+        );
+        // Without --config: the defaults of `train`, uniform labels.
+        let (data, out) = (f.path("run/data/train.jsonl"), f.path("audit"));
+        let crate::Command::Audit(a) =
+            parse(&["audit", "--data", &data, "--out", &out, "--steps", "9"])
+        else {
+            unreachable!()
+        };
+        let (t, dir) = crate::cmd::audit::training(&a).unwrap();
+        let mut want = f.train(&["--steps", "9"]);
+        want.label_distribution = LabelDistribution::Uniform;
+        want.out = PathBuf::new();
+        want.model = t.model.clone();
+        assert_eq!((t, dir), (want, None));
+    }
+
+    #[test]
     fn every_training_key_is_a_train_and_audit_flag() {
         let mut cmd = crate::Cli::command();
         for sub in ["train", "audit"] {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dpsynth_audit::{AuditConfig, CanaryKind, Fault, Verdict};
-use dpsynth_train::{ConsoleProgress, LabelDistribution};
+use dpsynth_train::{ConsoleProgress, LabelDistribution, TrainConfig};
 
 use crate::train_args::{train_config, TrainArgs, TrainIo};
 
@@ -96,15 +96,10 @@ pub struct Args {
     pub inject_fault_no_noise: Option<f64>,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
-    let kind = CanaryKind::parse(&a.canary_kind).with_context(|| {
-        format!(
-            "--canary-kind `{}`: use secret[:digits] or words[:n] (n ≥ 1)",
-            a.canary_kind
-        )
-    })?;
-    // One conversion for every command that trains: the run's settings (with --config) or the
-    // defaults of `dpsynth run`, the flags on top, then `train_args::train_config`.
+/// The audit's training (the run's directory with --config): one conversion for every command
+/// that trains. The run's settings (with --config) or the defaults of `dpsynth run`, the flags
+/// on top, then `train_args::train_config`; uniform labels.
+pub fn training(a: &Args) -> anyhow::Result<(TrainConfig, Option<PathBuf>)> {
     let overrides = a.train.overrides();
     let (cfg, run_dir, data) = match &a.config {
         Some(c) => {
@@ -158,6 +153,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     // The audit measures DP-SGD; labels for synthesis are not part of it.
     t.label_distribution = LabelDistribution::Uniform;
+    Ok((t, run_dir))
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let kind = CanaryKind::parse(&a.canary_kind).with_context(|| {
+        format!(
+            "--canary-kind `{}`: use secret[:digits] or words[:n] (n ≥ 1)",
+            a.canary_kind
+        )
+    })?;
+    let (t, run_dir) = training(&a)?;
     let out = a.out.clone().unwrap_or_else(|| match &run_dir {
         Some(d) => d.join("audit"),
         None => PathBuf::from("audit"),
