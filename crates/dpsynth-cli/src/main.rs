@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod pipeline;
+mod train_args;
 
 /// dpsynth — differentially private synthetic text.
 ///
