@@ -164,6 +164,9 @@ struct OutRecord<'a> {
     id: String,
     text: &'a str,
     label: &'a str,
+    /// With the filter: the scoring model's posterior of `label` (a soft label; post-processing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label_posterior: Option<f64>,
 }
 
 /// Per-label proportions for a run, from `dist` (or the run's own setting).
@@ -343,6 +346,7 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
                 id: format!("syn-{written}"),
                 text: &text,
                 label: &info.labels[li],
+                label_posterior: None,
             };
             serde_json::to_writer(&mut w, &rec)
                 .map_err(|e| dpsynth_lm::LmError::Other(e.to_string()))?;
@@ -501,6 +505,7 @@ fn synthesize_filtered(
                 id: format!("syn-{written}"),
                 text,
                 label: &info.labels[l],
+                label_posterior: Some((sel.confidence[i] * 1e4).round() / 1e4),
             };
             serde_json::to_writer(&mut w, &rec)?;
             w.write_all(b"\n")?;
