@@ -112,7 +112,8 @@ impl SynthConfig {
             max_new_tokens: 96,
             min_words: 1,
             max_words: None,
-            batch_size: 8,
+            // The CLI's default (`dpsynth_report::defaults::SYNTH_BATCH`, measured there).
+            batch_size: 64,
             seed: None,
             model: None,
             weights: "auto".into(),
