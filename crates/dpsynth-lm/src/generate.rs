@@ -146,6 +146,11 @@ pub struct GenOutput {
     pub tokens: Vec<u32>,
     /// True when the sequence ended with a stop token, false when it hit a length limit.
     pub stopped: bool,
+    /// Natural-log probability of the sampled tokens (the stop token included when `stopped`)
+    /// under the model's own next-token distribution, before temperature, top-k and top-p: the
+    /// teacher-forced `log p(tokens | prompt)` of [`Generator::continuation_log_likelihoods`],
+    /// computed while sampling (up to the rounding of the batched products).
+    pub logprob: f64,
 }
 
 /// Throughput of a [`Generator::generate`] call.
@@ -678,6 +683,7 @@ struct Slot {
     next: u32,
     rng: rand_chacha::ChaCha8Rng,
     max_len: usize,
+    logprob: f64,
 }
 
 /// Most pairs per batched scoring pass ([`Generator::continuation_log_likelihoods`]).
@@ -997,6 +1003,7 @@ impl Generator {
                         next: 0,
                         rng: rand_chacha::ChaCha8Rng::seed_from_u64(req.seed),
                         max_len: cap,
+                        logprob: 0.0,
                     };
                     if push_token(&mut slot, &row[..vocab], params, &mut stats) {
                         finish(slot, params, &mut on_finished)?;
@@ -1055,12 +1062,26 @@ fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Samples the next token into `slot`; true when the sequence is finished.
 fn push_token(slot: &mut Slot, logits: &[f32], p: &SamplingParams, stats: &mut GenStats) -> bool {
     let t = sample_token(logits, p, &mut slot.rng);
+    slot.logprob += log_softmax_at(logits, t as usize);
     stats.new_tokens += 1;
     slot.tokens.push(t);
     slot.next = t;
     p.stop_tokens.contains(&t)
         || slot.tokens.len() >= p.max_new_tokens
         || slot.len + 1 >= slot.max_len
+}
+
+/// `log softmax(logits)[i]`, in f64 (the sum of exponentials in f64 over f32 terms).
+fn log_softmax_at(logits: &[f32], i: usize) -> f64 {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !m.is_finite() || i >= logits.len() {
+        return f64::NEG_INFINITY;
+    }
+    let s: f64 = logits
+        .chunks(256)
+        .map(|c| c.iter().map(|&x| (x - m).exp()).sum::<f32>() as f64)
+        .sum();
+    (logits[i] - m) as f64 - s.ln()
 }
 
 fn finish(
@@ -1079,6 +1100,7 @@ fn finish(
         index: slot.index,
         tokens: slot.tokens,
         stopped,
+        logprob: slot.logprob,
     })
 }
 
@@ -1262,5 +1284,88 @@ mod tests {
             let f = c[i] as f64 / n as f64;
             assert!((f - q).abs() < 4.0 * sd, "token {i}: {f} vs {q}");
         }
+    }
+}
+
+#[cfg(test)]
+mod logprob_tests {
+    use super::*;
+    use crate::{LlamaConfig, LlamaWeights};
+
+    /// The log-probability the sampler accumulates equals the teacher-forced score of the
+    /// same tokens (the synthesis filter relies on it to skip the prompted label's pass).
+    #[test]
+    fn sampled_logprob_equals_the_teacher_forced_score() {
+        let w = LlamaWeights::random(&LlamaConfig::tiny(), &Device::Cpu, 21).unwrap();
+        let g = Generator::new(
+            &w,
+            None,
+            GeneratorOptions {
+                batch_size: 3,
+                weights: WeightFormat::F32,
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
+        // A frequent stop token so that some sequences stop and some hit the length limit;
+        // temperature and top-p must not change what is accumulated.
+        let params = SamplingParams {
+            temperature: 0.7,
+            top_k: None,
+            top_p: Some(0.9),
+            max_new_tokens: 6,
+            stop_tokens: (0..40).collect(),
+        };
+        let prompts: Vec<Vec<u32>> = (0..8u32).map(|i| vec![1, 50 + i, 60 + i % 3]).collect();
+        let reqs = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| GenRequest {
+                prompt_ids: p.clone(),
+                seed: i as u64,
+            })
+            .collect();
+        let mut outs = Vec::new();
+        g.generate(reqs, &params, |o| {
+            outs.push(o);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(outs.len(), 8);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-3 * b.abs().max(1.0);
+        let (mut stopped, mut limited) = (0, 0);
+        for o in &outs {
+            let p = prompts[o.index].as_slice();
+            assert!(o.logprob < 0.0);
+            if o.stopped {
+                // The sampled stop token is not in `tokens` but its term is in `logprob`:
+                // exactly one of the stop tokens must explain it.
+                stopped += 1;
+                let conts: Vec<Vec<u32>> = params
+                    .stop_tokens
+                    .iter()
+                    .map(|&s| {
+                        let mut c = o.tokens.clone();
+                        c.push(s);
+                        c
+                    })
+                    .collect();
+                let pairs: Vec<(&[u32], &[u32])> =
+                    conts.iter().map(|c| (p, c.as_slice())).collect();
+                let lls = g.continuation_log_likelihoods(&pairs).unwrap();
+                let hits = lls.iter().filter(|&&l| close(o.logprob, l)).count();
+                assert_eq!(hits, 1, "logprob {} vs {lls:?}", o.logprob);
+            } else {
+                limited += 1;
+                let want = g
+                    .continuation_log_likelihoods(&[(p, o.tokens.as_slice())])
+                    .unwrap()[0];
+                assert!(close(o.logprob, want), "{} vs {want}", o.logprob);
+            }
+        }
+        assert!(
+            stopped > 0 && limited > 0,
+            "stopped {stopped}, limited {limited}"
+        );
     }
 }

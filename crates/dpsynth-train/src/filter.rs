@@ -276,12 +276,36 @@ pub fn score_candidates(
     prefixes: &[Vec<u32>],
     texts: &[Vec<u32>],
     eos: u32,
+    progress: impl FnMut(usize),
+) -> Result<Vec<Vec<f64>>> {
+    score_candidates_with_known(generator, prefixes, texts, &[], eos, progress)
+}
+
+/// [`score_candidates`] where some scores are already known: `known[i] = Some((l, ll))` says
+/// candidate `i`'s log-likelihood under label `l`'s prefix is `ll` (e.g. the log-probability the
+/// generator computed while sampling it, [`dpsynth_lm::GenOutput::logprob`]), so that pair is
+/// not scored again. `known` may be shorter than `texts` (missing entries: nothing known).
+pub fn score_candidates_with_known(
+    generator: &Generator,
+    prefixes: &[Vec<u32>],
+    texts: &[Vec<u32>],
+    known: &[Option<(usize, f64)>],
+    eos: u32,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Vec<f64>>> {
     if prefixes.iter().any(|p| p.is_empty()) {
         return Err(TrainError::Config("empty prompt prefix".into()));
     }
     let k = prefixes.len();
+    if let Some((i, (l, _))) = known
+        .iter()
+        .enumerate()
+        .find_map(|(i, x)| x.filter(|(l, _)| *l >= k).map(|x| (i, x)))
+    {
+        return Err(TrainError::Other(format!(
+            "score_candidates: candidate {i} has a known score for label {l} of {k}"
+        )));
+    }
     let conts: Vec<Vec<u32>> = texts
         .iter()
         .map(|t| {
@@ -294,13 +318,28 @@ pub fn score_candidates(
     // Blocks of candidates: large enough to batch well, small enough for steady progress.
     const BLOCK: usize = 256;
     for (b, block) in conts.chunks(BLOCK).enumerate() {
-        let pairs: Vec<(&[u32], &[u32])> = block
-            .iter()
-            .flat_map(|c| prefixes.iter().map(move |p| (p.as_slice(), c.as_slice())))
-            .collect();
+        let first = b * BLOCK;
+        let known_at = |i: usize| known.get(first + i).copied().flatten();
+        let mut pairs: Vec<(&[u32], &[u32])> = Vec::with_capacity(block.len() * k);
+        let mut slots = Vec::with_capacity(block.len() * k);
+        let mut scores = vec![vec![0f64; k]; block.len()];
+        for (i, c) in block.iter().enumerate() {
+            for (l, p) in prefixes.iter().enumerate() {
+                match known_at(i) {
+                    Some((kl, ll)) if kl == l => scores[i][l] = ll,
+                    _ => {
+                        pairs.push((p.as_slice(), c.as_slice()));
+                        slots.push((i, l));
+                    }
+                }
+            }
+        }
         let ll = generator.continuation_log_likelihoods(&pairs)?;
-        out.extend(ll.chunks(k).map(|c| c.to_vec()));
-        progress((b * BLOCK + block.len()).min(texts.len()));
+        for ((i, l), v) in slots.into_iter().zip(ll) {
+            scores[i][l] = v;
+        }
+        out.extend(scores);
+        progress((first + block.len()).min(texts.len()));
     }
     Ok(out)
 }
@@ -606,6 +645,24 @@ mod tests {
                 }
             }
         }
+        // Known scores are taken as given and not recomputed; the others are unchanged.
+        let g = Generator::new(&w, None, GeneratorOptions::default(), &Device::Cpu).unwrap();
+        let full = score_candidates(&g, &prefixes, &texts, eos, |_| {}).unwrap();
+        let mut known = vec![None; 3];
+        known[1] = Some((1usize, -123.0));
+        let part = score_candidates_with_known(&g, &prefixes, &texts, &known, eos, |_| {}).unwrap();
+        assert_eq!(part[1][1], -123.0);
+        for (i, (a, b)) in full.iter().zip(&part).enumerate() {
+            for l in 0..prefixes.len() {
+                if (i, l) != (1, 1) {
+                    assert!((a[l] - b[l]).abs() < 1e-9, "{i} {l}");
+                }
+            }
+        }
+        assert!(
+            score_candidates_with_known(&g, &prefixes, &texts, &[Some((2, 0.0))], eos, |_| {})
+                .is_err()
+        );
         // Bad input: an out-of-vocabulary token is an error, not a panic.
         let g = Generator::new(&w, None, GeneratorOptions::default(), &Device::Cpu).unwrap();
         assert!(score_candidates(&g, &prefixes, &[vec![1_000_000]], eos, |_| {}).is_err());

@@ -411,8 +411,12 @@ fn synthesize_filtered(
 ) -> Result<SynthSummary> {
     let eos = params.stop_tokens[0];
     let total: usize = quotas.iter().sum();
-    // 1. Candidates (length filter only; duplicates are handled below, across labels).
+    // 1. Candidates (length filter only; duplicates are handled below, across labels), with the
+    // generated tokens (what is scored) and, when the whole sequence ended with EOS within
+    // the scoring length, its log-probability under its own label's prefix, computed while
+    // sampling (so that pair is not scored again).
     let mut cands: Vec<(String, usize)> = Vec::with_capacity(total);
+    let mut cand_tokens: Vec<(Vec<u32>, Option<(usize, f64)>)> = Vec::with_capacity(total);
     let mut have = vec![0usize; quotas.len()];
     let (mut by_length, mut tokens, mut gen_secs) = (0usize, 0usize, 0f64);
     progress.message(&format!(
@@ -458,6 +462,10 @@ fn synthesize_filtered(
                 return Ok(());
             }
             cands.push((text, li));
+            let mut ids = o.tokens;
+            let known = (o.stopped && ids.len() <= info.max_tokens).then_some((li, o.logprob));
+            ids.truncate(info.max_tokens);
+            cand_tokens.push((ids, known));
             have[li] += 1;
             progress.written(cands.len(), 0.0);
             Ok(())
@@ -482,15 +490,16 @@ fn synthesize_filtered(
     // 3. log p(text | prefix_l) for every label.
     let ts = Instant::now();
     progress.start(kept.len());
-    let mut texts = Vec::with_capacity(kept.len());
-    for (text, _) in &kept {
-        let mut ids = tok.encode(text, false)?;
-        ids.truncate(info.max_tokens);
-        texts.push(ids);
-    }
-    let lls = crate::filter::score_candidates(generator, prompts, &texts, eos, |done| {
-        progress.written(done, 0.0)
-    })?;
+    let texts: Vec<Vec<u32>> = d.kept.iter().map(|&i| cand_tokens[i].0.clone()).collect();
+    let known: Vec<Option<(usize, f64)>> = d.kept.iter().map(|&i| cand_tokens[i].1).collect();
+    let lls = crate::filter::score_candidates_with_known(
+        generator,
+        prompts,
+        &texts,
+        &known,
+        eos,
+        |done| progress.written(done, 0.0),
+    )?;
     progress.finish();
     let scoring_seconds = ts.elapsed().as_secs_f64();
     // 4. Re-label, drop, balance.
