@@ -150,7 +150,7 @@ impl DatasetCard {
             Some(e) => format!("{e:.4}"),
             None => "∞ (no differential privacy)".into(),
         };
-        s.push_str(&format!("- ε = {eps}, δ = {:e}\n", p.delta));
+        s.push_str(&format!("- ε = {eps}, δ = {:.3e}\n", p.delta));
         s.push_str(&format!("- privacy unit: {} ({})\n", p.unit, p.neighboring));
         if let Some(r) = p.epsilon_rdp {
             s.push_str(&format!("- ε by RDP (cross-check): {r:.4}\n"));

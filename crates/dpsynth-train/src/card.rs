@@ -119,7 +119,7 @@ pub fn coverage(p: &CardPrivacy) -> (Vec<String>, Vec<String>) {
             covered.push(format!(
                 "every record and label in this file, and the counts in this card: sampled from a \
                  model fine-tuned with DP-SGD and the DP label histogram, i.e. post-processing of \
-                 an (ε = {eps}, δ = {:e}) release",
+                 an (ε = {eps}, δ = {:.3e}) release",
                 p.delta
             ));
             covered.push(format!(

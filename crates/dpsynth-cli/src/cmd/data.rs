@@ -201,7 +201,7 @@ fn print_card(found: &dpsynth_data::FoundCard) {
             format!("{e:.4}")
         });
     println!(
-        "  ε = {eps}, δ = {:e}, privacy unit: {} ({})",
+        "  ε = {eps}, δ = {:.3e}, privacy unit: {} ({})",
         p.delta, p.unit, p.neighboring
     );
     println!(
