@@ -105,7 +105,7 @@ pub fn coverage(p: &CardPrivacy) -> (Vec<String>, Vec<String>) {
             .into(),
     ];
     match (p.unit.as_str(), p.epsilon) {
-        ("none", Some(e)) if e == 0.0 => covered.push(
+        ("none", Some(0.0)) => covered.push(
             "everything here: the ε = 0 control uses no private data at all (public base model, \
              uniform labels)"
                 .into(),
