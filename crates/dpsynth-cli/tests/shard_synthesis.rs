@@ -254,6 +254,13 @@ fn four_shard_processes_merge_to_the_single_process_output() {
     let f0 = root.join("filter-shard-0.jsonl");
     let e = merge(&[&f0, &sh[1], &sh[2], &sh[3]]);
     assert!(e.contains("different settings"), "{e}");
+    // A truncated shard file.
+    let cut = root.join("cut-shard-2.jsonl");
+    let text = std::fs::read_to_string(&sh[2]).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&cut, lines[..lines.len() - 1].join("\n")).unwrap();
+    let e = merge(&[&sh[0], &sh[1], &cut, &sh[3]]);
+    assert!(e.contains("incomplete"), "{e}");
     // Not a shard file.
     let e = merge(&[&root.join("plain-single.jsonl")]);
     assert!(e.contains("not a shard file"), "{e}");
