@@ -18,8 +18,10 @@ use dpsynth_train::synth::{synthesize, SynthConfig};
 /// covers). This is post-processing of the DP model: no extra privacy cost.
 ///
 /// Sharded (clusters): `--shard i/n --seed S` samples only the slots g ≡ i (mod n) into a
-/// shard file; `dpsynth synthesize merge OUT SHARD...` joins all n shard files into exactly
-/// the output of one process with the same seed (see the README).
+/// shard file; `dpsynth synthesize merge OUT SHARD...` joins all n shard files into the
+/// output of one process with the same seed: byte for byte with --weights f32 or
+/// --batch-size 1 (the batched bf16/q8_0 kernels round a row depending on its batch-mates, so
+/// some texts then diverge after a few tokens; see the README).
 ///
 /// Example: dpsynth synthesize --run runs/rt-lora --n 1000 --out synthetic.jsonl
 #[derive(clap::Args, Debug)]
