@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod pipeline;
+mod train_args;
 
 /// dpsynth — differentially private synthetic text.
 ///
@@ -58,6 +59,11 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // Allocator policy (process-wide, so set here, not by a library): keep freed tensor memory
+    // for reuse; `DPSYNTH_DEFAULT_MALLOC=1` keeps glibc's defaults (for comparisons).
+    if std::env::var_os("DPSYNTH_DEFAULT_MALLOC").is_none() {
+        dpsynth_lm::kernels::keep_freed_memory();
+    }
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Data(c) => cmd::data::run(c),

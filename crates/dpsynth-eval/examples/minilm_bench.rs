@@ -56,6 +56,10 @@ fn measure(n: usize, mut f: impl FnMut() -> usize) -> (f64, f64) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The binary's allocator policy (see `keep_freed_memory`), unless DPSYNTH_DEFAULT_MALLOC.
+    if std::env::var_os("DPSYNTH_DEFAULT_MALLOC").is_none() {
+        dpsynth_kernels::keep_freed_memory();
+    }
     let a: Vec<usize> = std::env::args()
         .skip(1)
         .map(|s| s.parse().expect("N TOKENS BATCH"))

@@ -8,6 +8,10 @@ use dpsynth_lm::model::top_k;
 use dpsynth_lm::{forward_logits, Generator, GeneratorOptions, WeightFormat};
 
 fn main() -> dpsynth_lm::Result<()> {
+    // The binary's allocator policy (see `keep_freed_memory`), unless DPSYNTH_DEFAULT_MALLOC.
+    if std::env::var_os("DPSYNTH_DEFAULT_MALLOC").is_none() {
+        dpsynth_lm::kernels::keep_freed_memory();
+    }
     let args: Vec<String> = std::env::args().collect();
     let model = args
         .get(1)

@@ -363,6 +363,35 @@ fn forward_step(
     last: Option<&[usize]>,
     all_positions: bool,
 ) -> Result<Tensor> {
+    let rows = if all_positions {
+        Rows::All
+    } else {
+        Rows::Last(last)
+    };
+    let h = forward_hidden(m, cache, x, slots, starts, rows)?;
+    m.lm_head.forward(&h)
+}
+
+/// Which positions' final hidden states [`forward_hidden`] returns.
+enum Rows<'a> {
+    /// One row per slot: position `last[i]` (default `t - 1`).
+    Last(Option<&'a [usize]>),
+    /// Every position, `[b * t, d]`.
+    All,
+    /// These flat indices `i * t + j` into the `[b * t]` positions.
+    Flat(&'a [u32]),
+}
+
+/// The decoder stack of [`forward_step`] up to the final norm: the normed hidden states of the
+/// selected positions (the lm head is applied by the caller, possibly in chunks).
+fn forward_hidden(
+    m: &FastModel,
+    cache: &KvCache,
+    x: Tensor,
+    slots: &[usize],
+    starts: &[usize],
+    rows: Rows<'_>,
+) -> Result<Tensor> {
     let cfg = &m.cfg;
     let dev = x.device().clone();
     let (b, t, d) = x.dims3()?;
@@ -386,7 +415,7 @@ fn forward_step(
     let mask = Tensor::from_vec(mask, (b, 1, t, len), &dev)?;
     // On the CPU, SwiGLU runs as a fused kernel (crate::cpu_ops); elsewhere as candle ops.
     let cpu = dev.is_cpu();
-    let rows = cache.rows(nkv, hd, slots, starts, t, &dev)?;
+    let cache_rows = cache.rows(nkv, hd, slots, starts, t, &dev)?;
     let contiguous = slots.iter().enumerate().all(|(i, &s)| s == slots[0] + i);
     let slot_idx = Tensor::from_vec(slots.iter().map(|&s| s as u32).collect::<Vec<_>>(), b, &dev)?;
     let scale = 1.0 / (hd as f64).sqrt();
@@ -403,8 +432,8 @@ fn forward_step(
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
         let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
-        cache.k[li].scatter_set(&rows, &k.reshape((b * nkv * t, hd))?, 0)?;
-        cache.v[li].scatter_set(&rows, &v.reshape((b * nkv * t, hd))?, 0)?;
+        cache.k[li].scatter_set(&cache_rows, &k.reshape((b * nkv * t, hd))?, 0)?;
+        cache.v[li].scatter_set(&cache_rows, &v.reshape((b * nkv * t, hd))?, 0)?;
         let view = |c: &Tensor| -> Result<Tensor> {
             let c = c.reshape((cache.slots, nkv, cache.cap, hd))?;
             let c = if contiguous {
@@ -441,20 +470,24 @@ fn forward_step(
         };
         x = (x + l.down.forward(&a.contiguous()?)?)?;
     }
-    let last = if all_positions {
-        x
-    } else if let Some(lp) = last.filter(|_| t > 1) {
-        let rows: Vec<u32> = lp
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| (i * t + p.min(t - 1)) as u32)
-            .collect();
-        x.index_select(&Tensor::from_vec(rows, b, &dev)?, 0)?
-    } else {
-        x.reshape((b, t, d))?.narrow(1, t - 1, 1)?.reshape((b, d))?
+    let last = match rows {
+        Rows::All => x,
+        Rows::Flat(idx) => x.index_select(&Tensor::from_vec(idx.to_vec(), idx.len(), &dev)?, 0)?,
+        Rows::Last(Some(lp)) if t > 1 => {
+            let rows: Vec<u32> = lp
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| (i * t + p.min(t - 1)) as u32)
+                .collect();
+            x.index_select(&Tensor::from_vec(rows, b, &dev)?, 0)?
+        }
+        Rows::Last(_) => x.reshape((b, t, d))?.narrow(1, t - 1, 1)?.reshape((b, d))?,
     };
-    let h = candle_nn::ops::rms_norm(&last.contiguous()?, &m.final_norm, eps)?;
-    m.lm_head.forward(&h)
+    Ok(candle_nn::ops::rms_norm(
+        &last.contiguous()?,
+        &m.final_norm,
+        eps,
+    )?)
 }
 
 /// Index of the entry of `w` (non-negative weights) where the running sum passes `u`.
@@ -647,6 +680,13 @@ struct Slot {
     max_len: usize,
 }
 
+/// Most pairs per batched scoring pass ([`Generator::continuation_log_likelihoods`]).
+const SCORE_BATCH: usize = 32;
+/// Most padded positions per scoring pass.
+const SCORE_TOKENS: usize = 2048;
+/// Rows per lm-head product when scoring (a [rows, vocab] f32 block each).
+const HEAD_CHUNK: usize = 256;
+
 /// Batched sampler over a fixed set of weights (and optional adapter).
 pub struct Generator {
     model: FastModel,
@@ -735,6 +775,108 @@ impl Generator {
         let x = self.embed_prompt(prompt)?;
         let all = forward_step(&self.model, &cache, x, &[0], &[0], None, true)?;
         Ok(all.narrow(0, nv, prompt.len())?)
+    }
+
+    /// `log p(continuation | prefix)` (natural log, summed over the continuation's tokens) of
+    /// every `(prefix, continuation)` pair under the generator's weights (base + adapter):
+    /// teacher-forced, no sampling. Pairs of similar length share one batched forward pass
+    /// (right-padded; padding is never attended to by a real token), and only the rows that
+    /// predict a continuation token go through the lm head. Each result equals the one-pair
+    /// computation up to the rounding of the batched products (bf16 kernels are row-invariant).
+    pub fn continuation_log_likelihoods(&self, pairs: &[(&[u32], &[u32])]) -> Result<Vec<f64>> {
+        let cfg = &self.model.cfg;
+        let nv = self.model.n_virtual();
+        for (i, (p, c)) in pairs.iter().enumerate() {
+            if p.is_empty() || c.is_empty() {
+                return Err(LmError::Other(format!(
+                    "pair {i}: empty prefix or continuation"
+                )));
+            }
+            if let Some(&bad) = p
+                .iter()
+                .chain(c.iter())
+                .find(|&&t| t as usize >= cfg.vocab_size)
+            {
+                return Err(LmError::Other(format!(
+                    "pair {i}: token id {bad} is outside the vocabulary ({})",
+                    cfg.vocab_size
+                )));
+            }
+            if p.len() + c.len() + nv > cfg.max_position_embeddings {
+                return Err(LmError::Other(format!(
+                    "pair {i}: {} tokens do not fit the model's context of {}",
+                    p.len() + c.len() + nv,
+                    cfg.max_position_embeddings
+                )));
+            }
+        }
+        // Input length of a pair: the last continuation token is only a target.
+        let len = |i: usize| pairs[i].0.len() + pairs[i].1.len() - 1 + nv;
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        order.sort_by_key(|&i| len(i));
+        let mut out = vec![0f64; pairs.len()];
+        let mut g = 0;
+        while g < order.len() {
+            // A group: up to SCORE_BATCH pairs whose padded size stays within SCORE_TOKENS.
+            let mut e = g + 1;
+            while e < order.len()
+                && e - g < SCORE_BATCH
+                && (e + 1 - g) * len(order[e]) <= SCORE_TOKENS
+            {
+                e += 1;
+            }
+            let group = &order[g..e];
+            let t = len(*group.last().unwrap_or(&order[g]));
+            let b = group.len();
+            let mut xs = Vec::with_capacity(b);
+            let mut flat = Vec::new();
+            let mut targets = Vec::new();
+            let mut owner = Vec::new();
+            for (j, &i) in group.iter().enumerate() {
+                let (p, c) = pairs[i];
+                let mut seq = p.to_vec();
+                seq.extend_from_slice(&c[..c.len() - 1]);
+                let e_ = self.embed_prompt(&seq)?;
+                let pad = t - e_.dim(1)?;
+                xs.push(if pad > 0 {
+                    e_.pad_with_zeros(1, 0, pad)?
+                } else {
+                    e_
+                });
+                // Row nv + p.len() - 1 + k predicts continuation token k.
+                for (k, &tok) in c.iter().enumerate() {
+                    flat.push((j * t + nv + p.len() - 1 + k) as u32);
+                    targets.push(tok);
+                    owner.push(i);
+                }
+            }
+            let x = Tensor::cat(&xs, 0)?;
+            let cache = KvCache::new(cfg, b, t, &self.device)?;
+            let slots: Vec<usize> = (0..b).collect();
+            let starts = vec![0; b];
+            let lps = on_pool(|| -> Result<Vec<f32>> {
+                let h = forward_hidden(&self.model, &cache, x, &slots, &starts, Rows::Flat(&flat))?;
+                let mut lps = Vec::with_capacity(flat.len());
+                // The lm head in chunks keeps the [rows, vocab] logits small.
+                for c0 in (0..flat.len()).step_by(HEAD_CHUNK) {
+                    let n = HEAD_CHUNK.min(flat.len() - c0);
+                    let logits = self
+                        .model
+                        .lm_head
+                        .forward(&h.narrow(0, c0, n)?.contiguous()?)?;
+                    let logits = logits.narrow(1, 0, cfg.vocab_size)?.to_dtype(DType::F32)?;
+                    let lp = crate::model::log_softmax(&logits)?;
+                    let tgt = Tensor::new(&targets[c0..c0 + n], lp.device())?.unsqueeze(1)?;
+                    lps.extend(lp.gather(&tgt, 1)?.squeeze(1)?.to_vec1::<f32>()?);
+                }
+                Ok(lps)
+            })?;
+            for (lp, &i) in lps.iter().zip(&owner) {
+                out[i] += *lp as f64;
+            }
+            g = e;
+        }
+        Ok(out)
     }
 
     fn embed_prompt(&self, prompt: &[u32]) -> Result<Tensor> {

@@ -6,6 +6,8 @@
 //!   first). [`epsilon_rdp`]: the Rényi-DP accountant (cross-check, always ≥ PLD up to the PLD
 //!   discretization error).
 //! * [`calibrate_noise_multiplier`] / [`max_steps`]: the σ for a target ε, the steps for a budget.
+//! * [`compose_sequential`]: the (ε, δ) of several separate releases together (training attempts,
+//!   baselines, sweep points; basic composition).
 //! * [`SecureRng`]: ChaCha20 noise and Poisson sampling seeded from the OS.
 //! * [`audit`]: empirical ε lower bounds from one training run (Steinke, Nasr & Jagielski 2023).
 //!
@@ -17,6 +19,7 @@
 pub mod audit;
 pub mod bench;
 pub mod calibrate;
+pub mod compose;
 pub mod error;
 pub mod event;
 pub mod pld;
@@ -27,6 +30,7 @@ mod special;
 pub use calibrate::{
     calibrate_noise_multiplier, calibrate_noise_multiplier_for, calibrate_run, max_steps, RunNoise,
 };
+pub use compose::{compose_sequential, Guarantee};
 pub use error::PrivacyError;
 pub use event::{DpEvent, Neighboring};
 pub use pld::{delta_pld, epsilon_pld, PldOptions, PrivacyLossDistribution};

@@ -85,10 +85,11 @@ pub const KEYS: &[KeySpec] = &[
     key!("train.time_budget", "time-budget", Float, "Training time budget in seconds: the regime planner picks expected batch, steps, σ and the learning-rate schedule from N, ε, δ and this budget (public quantities only; explicit train.steps / train.batch_size win). 0 = off"),
     key!("train.throughput", "throughput", Float, "Training examples per second the planner assumes (0 = the bench constant of this project's Xeon for the method at train.max_seq_len tokens; measure yours with `dpsynth bench`)"),
     key!("train.lr_schedule", "lr-schedule", Str, "Learning-rate decay after linear warm-up: auto (cosine when planned, else linear), linear, cosine or constant"),
-    key!("train.learning_rate", "learning-rate", Float, "Learning rate"),
+    key!("train.learning_rate", "learning-rate", Float, "Peak learning rate (AdamW; linear warm-up, then train.lr_schedule) [default: 3e-3 with the quick preset, 1e-3 with full; 1e-2 for prompt tuning]"),
     key!("train.max_seq_len", "max-seq-len", Int, "Text tokens kept per training example (the label prompt and EOS come on top, uncounted); longer texts are truncated"),
     key!("train.lora_rank", "lora-rank", Int, "LoRA rank r"),
-    key!("train.lora_alpha", "lora-alpha", Float, "LoRA alpha"),
+    key!("train.lora_alpha", "lora-alpha", Float, "LoRA alpha (scaling = alpha / rank)"),
+    key!("train.lora_targets", "lora-targets", StrList, "LoRA target modules (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) [default: q_proj,v_proj]"),
     key!("train.prompt_tokens", "prompt-tokens", Int, "Soft-prompt length for prompt tuning"),
     key!("train.prompt_template", "prompt-template", Str, "Label-conditioned prefix of every training example and generation prompt; {label} is replaced by the label name [default: the recipe's, e.g. a movie-review prompt for rotten-tomatoes; \"Write a {label} text:\\n\" for your own data]"),
     key!("synth.count", "synth-count", Int, "Synthetic records to generate (split over labels by the DP label histogram)"),
@@ -107,6 +108,37 @@ pub const KEYS: &[KeySpec] = &[
     key!("eval.label_fidelity", "label-fidelity", Bool, "Label fidelity: how often a classifier trained on the real training data agrees with each synthetic label (a NON-private diagnostic for the data holder, kept out of public outputs)"),
 ];
 
+/// A key's help as its flag shows it (`dpsynth run`, `dpsynth train`, `dpsynth audit`): the text,
+/// the `run.toml` name and, unless the text names its own, the quick preset's default.
+pub fn flag_help(spec: &KeySpec) -> String {
+    let mut s = format!("{} [{}]", spec.help, spec.key);
+    if !spec.help.contains("[default") {
+        if let Some(v) = default_text(spec.key) {
+            s.push_str(&format!(" [default: {v}]"));
+        }
+    }
+    s
+}
+
+/// The quick preset's value of `key` as text, if it has one.
+fn default_text(key: &str) -> Option<String> {
+    let t = toml::Table::try_from(preset_config(Preset::Quick)).ok()?;
+    let (sec, k) = key.split_once('.')?;
+    Some(match t.get(sec)?.get(k)? {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) if f.is_infinite() => "inf".into(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => return None,
+    })
+}
+
 /// Look a key up by its dotted name.
 pub fn key_spec(key: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|k| k.key == key)
@@ -121,6 +153,16 @@ pub fn flag_spec(flag: &str) -> Option<&'static KeySpec> {
 pub const RECIPES: &[&str] = &["rotten-tomatoes", "bbc-news", "spamassassin"];
 /// Fine-tuning methods.
 pub const METHODS: &[&str] = &["lora", "prompt", "full"];
+/// Modules LoRA can adapt (the llama projections).
+pub const LORA_TARGETS: &[&str] = &[
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 /// Learning-rate schedules (`auto`: cosine when the regime planner chose the steps, else linear).
 pub const LR_SCHEDULES: &[&str] = &["auto", "linear", "cosine", "constant"];
 /// Downstream classifiers.
@@ -203,6 +245,10 @@ pub struct TrainSection {
     pub max_seq_len: u64,
     pub lora_rank: u64,
     pub lora_alpha: f64,
+    /// `None`: [`defaults::LORA_TARGETS`] (not serialized when unset, so run directories written
+    /// before this key existed keep their stage hashes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_targets: Option<Vec<String>>,
     pub prompt_tokens: u64,
     /// `None`: the recipe's default template (resolved by the CLI from `dpsynth_data::prompt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -346,9 +392,10 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             lr_schedule: "auto".into(),
             learning_rate: n.learning_rate,
             max_seq_len: n.max_seq_len,
-            lora_rank: 8,
-            lora_alpha: 16.0,
-            prompt_tokens: 20,
+            lora_rank: defaults::LORA_RANK,
+            lora_alpha: defaults::LORA_ALPHA,
+            lora_targets: None,
+            prompt_tokens: defaults::PROMPT_TOKENS,
             prompt_template: None,
         },
         synth: SynthSection {
@@ -572,6 +619,25 @@ pub fn resolve_entries(
     file_entries: Vec<(String, toml::Value, String)>,
     overrides: &[Override],
 ) -> Result<Resolved, ConfigError> {
+    let resolved = merge_entries(file_entries, overrides)?;
+    resolved.config.validate(&resolved.origins)?;
+    Ok(resolved)
+}
+
+/// Resolve the settings of a single training from preset defaults plus flag overrides, checking
+/// every value but no path: `dpsynth train` and `dpsynth audit --data` name their own data and
+/// model files and need neither the recipe data nor the embedding model of a whole run.
+pub fn resolve_training(overrides: &[Override]) -> Result<Resolved, ConfigError> {
+    let resolved = merge_entries(Vec::new(), overrides)?;
+    resolved.config.validate_values(&resolved.origins)?;
+    Ok(resolved)
+}
+
+/// Defaults, then file entries, then overrides (later wins), then the derived defaults; unchecked.
+fn merge_entries(
+    file_entries: Vec<(String, toml::Value, String)>,
+    overrides: &[Override],
+) -> Result<Resolved, ConfigError> {
     let mut entries = file_entries;
     for o in overrides {
         let spec = key_spec(&o.key)
@@ -629,9 +695,7 @@ pub fn resolve_entries(
             config.train.batch_size = 0;
         }
     }
-    let resolved = Resolved { config, origins };
-    resolved.config.validate(&resolved.origins)?;
-    Ok(resolved)
+    Ok(Resolved { config, origins })
 }
 
 /// Where assets live: `data.assets`, else `$DPSYNTH_ASSETS`, else `./assets`, else the workspace's.
@@ -709,6 +773,12 @@ impl RunConfig {
 
     /// Check every value; errors name the key and where it was set. Paths must exist.
     pub fn validate(&self, origins: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        self.validate_values(origins)?;
+        self.validate_paths(origins)
+    }
+
+    /// Check every value except that paths exist ([`RunConfig::validate`] does both).
+    pub fn validate_values(&self, origins: &BTreeMap<String, String>) -> Result<(), ConfigError> {
         let origin = |k: &str| {
             origins
                 .get(k)
@@ -828,6 +898,20 @@ impl RunConfig {
                 ),
             ));
         }
+        if let Some(targets) = &self.train.lora_targets {
+            if targets.is_empty() {
+                return Err(invalid(
+                    "train.lora_targets",
+                    format!("name at least one of {}", LORA_TARGETS.join(", ")),
+                ));
+            }
+            if let Some(bad) = targets.iter().find(|t| !LORA_TARGETS.contains(&t.as_str())) {
+                return Err(invalid(
+                    "train.lora_targets",
+                    format!("unknown module \"{bad}\"; use {}", LORA_TARGETS.join(", ")),
+                ));
+            }
+        }
         for (k, v) in [
             ("train.max_seq_len", self.train.max_seq_len),
             ("train.lora_rank", self.train.lora_rank),
@@ -875,6 +959,22 @@ impl RunConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Check that the dataset, assets and models exist.
+    fn validate_paths(&self, origins: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let origin = |k: &str| {
+            origins
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| "default".to_string())
+        };
+        let invalid = |k: &str, msg: String| ConfigError::Invalid {
+            key: k.to_string(),
+            origin: origin(k),
+            msg,
+        };
         // Paths: the dataset first (the error users hit most), then assets and models.
         let missing = |k: &str, path: &Path, hint: &str| ConfigError::PathNotFound {
             key: k.to_string(),
@@ -1061,10 +1161,52 @@ pub(crate) mod tests {
                 n += 1;
             }
         }
-        // Optional keys (dir, seed, path, assets, split seed, model paths, prompt template) are not serialized when unset.
-        assert_eq!(n + 8, KEYS.len());
+        // Optional keys (dir, seed, path, assets, split seed, model paths, LoRA targets, prompt
+        // template) are not serialized when unset.
+        assert_eq!(n + 9, KEYS.len());
         let flags: std::collections::BTreeSet<_> = KEYS.iter().map(|k| k.flag).collect();
         assert_eq!(flags.len(), KEYS.len(), "flags must be unique");
+    }
+
+    #[test]
+    fn flag_help_names_the_key_and_the_documented_default() {
+        let h = flag_help(key_spec("privacy.epsilon").unwrap());
+        assert!(h.contains("[privacy.epsilon]"), "{h}");
+        assert!(
+            h.contains(&format!("[default: {}]", defaults::EPSILON)),
+            "{h}"
+        );
+        // Keys whose text states its own default get no second one.
+        let h = flag_help(key_spec("train.steps").unwrap());
+        assert_eq!(h.matches("[default").count(), 1, "{h}");
+        // The learning rate's text spells out the numbers of defaults.rs.
+        let h = flag_help(key_spec("train.learning_rate").unwrap());
+        for lr in [
+            defaults::QUICK.learning_rate,
+            defaults::FULL.learning_rate,
+            defaults::PROMPT_LEARNING_RATE,
+        ] {
+            assert!(h.contains(&format!("{lr:e}")), "{lr:e} missing in {h}");
+        }
+        let h = flag_help(key_spec("train.lora_targets").unwrap());
+        assert!(h.contains(&defaults::LORA_TARGETS.join(",")), "{h}");
+    }
+
+    #[test]
+    fn training_settings_resolve_without_assets_but_values_are_checked() {
+        // No assets folder anywhere: `dpsynth train` names its own files.
+        let r = resolve_training(&[Override::new("data.assets", "/no/such/assets")]).unwrap();
+        assert_eq!(r.config.privacy.epsilon, defaults::EPSILON);
+        let e = resolve_training(&[Override::new("lora-targets", "q_proj,qkv")]).unwrap_err();
+        assert_eq!(e.key(), Some("train.lora_targets"), "{e}");
+        assert!(e.to_string().contains("--lora-targets"), "{e}");
+        let e = resolve_training(&[Override::new("epsilon", "0")]).unwrap_err();
+        assert_eq!(e.key(), Some("privacy.epsilon"), "{e}");
+        let r = resolve_training(&[Override::new("lora-targets", "k_proj,o_proj")]).unwrap();
+        assert_eq!(
+            r.config.train.lora_targets,
+            Some(vec!["k_proj".to_string(), "o_proj".to_string()])
+        );
     }
 
     #[test]

@@ -37,6 +37,14 @@
 //! σ/B = 3.1e-3: six times less noise per update. Both are estimates from the bench constant, not
 //! measured runs.
 //!
+//! # One set of defaults for every command that trains
+//! `dpsynth run`, `dpsynth train` and `dpsynth audit` all start from the quick preset's numbers
+//! here (the training settings are resolved by `dpsynth_report::config`, and `dpsynth-cli`
+//! turns them into the training crate's config in one function), so the three commands train
+//! the same way unless told otherwise. Settings that are not `run.toml` keys (physical batch,
+//! warm-up, weight decay, user-level options) keep the training crate's `TrainConfig::new`
+//! defaults in all three.
+//!
 //! Privacy defaults (both presets): total ε = 3, δ = 1e-5, clipping norm C = 1.0. The label
 //! histogram's Gaussian noise is calibrated to ε = 0.1 on its own and composed with DP-SGD
 //! under PLD in the training ledger, so the run's total is ε = 3 (the histogram costs much
@@ -144,6 +152,14 @@ pub const LABEL_HISTOGRAM_EPSILON: f64 = 0.1;
 pub const PROMPT_LEARNING_RATE: f64 = 1e-2;
 /// Per-example clipping norm C.
 pub const MAX_GRAD_NORM: f64 = 1.0;
+/// LoRA rank r.
+pub const LORA_RANK: u64 = 8;
+/// LoRA alpha (scaling = alpha / rank).
+pub const LORA_ALPHA: f64 = 16.0;
+/// Modules LoRA adapts (the attention's query and value projections, as in Hu et al. 2021).
+pub const LORA_TARGETS: &[&str] = &["q_proj", "v_proj"];
+/// Soft-prompt length of prompt tuning (virtual tokens).
+pub const PROMPT_TOKENS: u64 = 20;
 /// Default dataset recipe.
 pub const RECIPE: &str = "rotten-tomatoes";
 /// Default fine-tuning method.

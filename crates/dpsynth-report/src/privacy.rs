@@ -82,12 +82,8 @@ pub struct RunLedger {
     pub entries: Vec<LedgerEntry>,
 }
 
-/// An (ε, δ) pair; ε = ∞ for non-private.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Guarantee {
-    pub epsilon: f64,
-    pub delta: f64,
-}
+/// An (ε, δ) pair; ε = ∞ for non-private (the privacy crate's type).
+pub use dpsynth_privacy::Guarantee;
 
 pub const NEIGHBORING: &str = "add/remove one record of the private training set";
 
@@ -189,17 +185,15 @@ impl RunLedger {
     }
 }
 
+/// The entries' releases together ([`dpsynth_privacy::compose_sequential`]; a non-private
+/// entry, ε = `None`, makes the whole non-private).
+///
+/// # Privacy
+/// Basic sequential composition (Dwork & Roth 2014, Thm 3.16), computed by the privacy crate.
 fn compose<'a>(it: impl Iterator<Item = &'a LedgerEntry>) -> Guarantee {
-    let mut g = Guarantee {
-        epsilon: 0.0,
-        delta: 0.0,
-    };
-    for e in it {
-        g.epsilon += e.epsilon.unwrap_or(f64::INFINITY);
-        g.delta += e.delta;
-    }
-    g.delta = g.delta.min(1.0);
-    g
+    dpsynth_privacy::compose_sequential(
+        it.map(|e| Guarantee::new(e.epsilon.unwrap_or(f64::INFINITY), e.delta)),
+    )
 }
 
 #[cfg(test)]

@@ -243,25 +243,19 @@ pub fn sweep_doc(dir: &Path) -> Doc {
     datasets.dedup();
     let mut rows = Vec::new();
     for d in &datasets {
-        let (mut e, mut delta, mut n) = (0.0f64, 0.0f64, 0);
-        for (p, v) in runs.iter().filter(|(p, _)| &p.dataset == d) {
-            let g = v.ledger.as_ref().map(|l| l.spent_in_directory());
-            match g {
-                Some(g) => {
-                    e += g.epsilon;
-                    delta += g.delta;
-                    n += 1;
-                }
-                None => {
-                    let _ = p;
-                }
-            }
-        }
+        // Every point's whole spend (its directory's ledger), composed by the privacy crate.
+        let spent: Vec<_> = runs
+            .iter()
+            .filter(|(p, _)| &p.dataset == d)
+            .filter_map(|(_, v)| v.ledger.as_ref().map(|l| l.spent_in_directory()))
+            .collect();
+        let n = spent.len();
+        let all = dpsynth_privacy::compose_sequential(spent);
         rows.push(vec![
             d.clone(),
             n.to_string(),
-            fmt_num(e),
-            format!("{:.0e}", delta.min(1.0)),
+            fmt_num(all.epsilon),
+            format!("{:.0e}", all.delta),
         ]);
     }
     doc.table(

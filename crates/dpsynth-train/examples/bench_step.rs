@@ -6,6 +6,10 @@
 //! `DPSYNTH_ASSETS`; `DPSYNTH_BENCH_RT_BATCH`: expected batch, default 32), `both`.
 //! Threads: `RAYON_NUM_THREADS`.
 fn main() {
+    // The binary's allocator policy (see `keep_freed_memory`), unless DPSYNTH_DEFAULT_MALLOC.
+    if std::env::var_os("DPSYNTH_DEFAULT_MALLOC").is_none() {
+        dpsynth_lm::kernels::keep_freed_memory();
+    }
     let mut o = dpsynth_train::bench::TrainBenchOptions::default();
     let args: Vec<String> = std::env::args().collect();
     if let Some(m) = args.get(1) {

@@ -198,9 +198,6 @@ fn rotten_tomatoes(opts: &TrainBenchOptions, tok: &dpsynth_lm::Tokenizer) -> Res
 
 /// Run the benchmark and return one row per (workload, method, mode, micro-batch).
 pub fn run_train_bench(opts: &TrainBenchOptions) -> Result<Vec<TrainBenchRow>> {
-    if std::env::var("DPSYNTH_DEFAULT_MALLOC").is_err() {
-        crate::ops::keep_freed_memory();
-    }
     let dev = Device::Cpu;
     let gguf = opts.model.as_ref().filter(|p| p.exists());
     let load = || -> Result<LlamaWeights> {

@@ -24,7 +24,6 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use candle_core::{DType, Tensor};
 use dpsynth_lm::Generator;
 use serde::{Deserialize, Serialize};
 
@@ -255,34 +254,53 @@ pub fn dedup(texts: &[&str], threshold: f64) -> Dedup {
 }
 
 /// `log p(text ++ EOS | prefix_l)` for every label's prefix under the generator's model (base
-/// weights plus its adapter): one teacher-forced forward per label, no sampling.
+/// weights plus its adapter): teacher-forced, no sampling.
 pub fn label_log_likelihoods(
     generator: &Generator,
     prefixes: &[Vec<u32>],
     text: &[u32],
     eos: u32,
 ) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(prefixes.len());
-    for p in prefixes {
-        if p.is_empty() {
-            return Err(TrainError::Config("empty prompt prefix".into()));
-        }
-        let mut seq = p.clone();
-        seq.extend_from_slice(text);
-        seq.push(eos);
-        // Row i of the logits predicts token i + 1: rows p.len()-1 .. seq.len()-1 score the
-        // text and EOS.
-        let logits = generator.prompt_logits(&seq[..seq.len() - 1])?;
-        let n = seq.len() - p.len();
-        let rows = logits.narrow(0, p.len() - 1, n)?.to_dtype(DType::F32)?;
-        let lp = dpsynth_lm::model::log_softmax(&rows)?;
-        let tgt = Tensor::new(&seq[p.len()..], lp.device())?.unsqueeze(1)?;
-        let s = lp
-            .gather(&tgt, 1)?
-            .to_dtype(DType::F64)?
-            .sum_all()?
-            .to_scalar::<f64>()?;
-        out.push(s);
+    Ok(
+        score_candidates(generator, prefixes, &[text.to_vec()], eos, |_| {})?
+            .pop()
+            .unwrap_or_default(),
+    )
+}
+
+/// [`label_log_likelihoods`] of many candidates: every (candidate, label) pair goes through
+/// [`Generator::continuation_log_likelihoods`], which batches pairs of similar length. Calls
+/// `progress(done)` after each block of candidates.
+pub fn score_candidates(
+    generator: &Generator,
+    prefixes: &[Vec<u32>],
+    texts: &[Vec<u32>],
+    eos: u32,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<Vec<f64>>> {
+    if prefixes.iter().any(|p| p.is_empty()) {
+        return Err(TrainError::Config("empty prompt prefix".into()));
+    }
+    let k = prefixes.len();
+    let conts: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            let mut c = t.clone();
+            c.push(eos);
+            c
+        })
+        .collect();
+    let mut out = Vec::with_capacity(texts.len());
+    // Blocks of candidates: large enough to batch well, small enough for steady progress.
+    const BLOCK: usize = 256;
+    for (b, block) in conts.chunks(BLOCK).enumerate() {
+        let pairs: Vec<(&[u32], &[u32])> = block
+            .iter()
+            .flat_map(|c| prefixes.iter().map(move |p| (p.as_slice(), c.as_slice())))
+            .collect();
+        let ll = generator.continuation_log_likelihoods(&pairs)?;
+        out.extend(ll.chunks(k).map(|c| c.to_vec()));
+        progress((b * BLOCK + block.len()).min(texts.len()));
     }
     Ok(out)
 }
@@ -540,8 +558,62 @@ mod tests {
     }
 
     #[test]
-    fn scores_equal_teacher_forced_log_likelihood_under_the_adapter() {
+    fn batched_scores_match_the_one_sequence_oracle_for_every_length_and_adapter() {
         use candle_core::Device;
+        use dpsynth_lm::{Adapter, GeneratorOptions, LlamaConfig, LlamaWeights, PromptAdapter};
+        let w = LlamaWeights::random(&LlamaConfig::tiny(), &Device::Cpu, 11).unwrap();
+        let prompt = Adapter::Prompt(
+            PromptAdapter::init_random(3, w.config.hidden_size, 0.5, 5, &Device::Cpu).unwrap(),
+        );
+        let prefixes = vec![vec![1u32, 5, 9], vec![1u32, 6, 10, 11, 12]];
+        // 40 candidates of lengths 1..=13 (several batches, ragged padding).
+        let texts: Vec<Vec<u32>> = (0..40u32)
+            .map(|i| {
+                (0..1 + (i * 7) % 13)
+                    .map(|j| 20 + (i * 3 + j) % 40)
+                    .collect()
+            })
+            .collect();
+        let eos = 2u32;
+        for a in [None, Some(&prompt)] {
+            let g = Generator::new(
+                &w,
+                a,
+                GeneratorOptions {
+                    batch_size: 4,
+                    weights: dpsynth_lm::WeightFormat::F32,
+                },
+                &Device::Cpu,
+            )
+            .unwrap();
+            let mut calls = Vec::new();
+            let got = score_candidates(&g, &prefixes, &texts, eos, |d| calls.push(d)).unwrap();
+            assert_eq!(calls.last(), Some(&texts.len()));
+            assert_eq!(got.len(), texts.len());
+            for (t, ll) in texts.iter().zip(&got) {
+                assert_eq!(ll.len(), prefixes.len());
+                for (p, &l) in prefixes.iter().zip(ll) {
+                    let mut seq = p.clone();
+                    seq.extend_from_slice(t);
+                    seq.push(eos);
+                    let want = -dpsynth_lm::sequence_loss(&w, a, &seq, p.len()..seq.len())
+                        .unwrap()
+                        .sum;
+                    assert!(
+                        (l - want).abs() < 1e-3 * want.abs().max(1.0),
+                        "{l} vs {want}"
+                    );
+                }
+            }
+        }
+        // Bad input: an out-of-vocabulary token is an error, not a panic.
+        let g = Generator::new(&w, None, GeneratorOptions::default(), &Device::Cpu).unwrap();
+        assert!(score_candidates(&g, &prefixes, &[vec![1_000_000]], eos, |_| {}).is_err());
+    }
+
+    #[test]
+    fn scores_equal_teacher_forced_log_likelihood_under_the_adapter() {
+        use candle_core::{Device, Tensor};
         use dpsynth_lm::{Adapter, GeneratorOptions, LlamaConfig, LlamaWeights, LoraAdapter};
         let w = LlamaWeights::random(&LlamaConfig::tiny(), &Device::Cpu, 7).unwrap();
         let cfg = dpsynth_lm::LoraConfig {

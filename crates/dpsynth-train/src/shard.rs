@@ -30,8 +30,8 @@ use dpsynth_data::card::{CardModel, CardPrivacy};
 use serde::{Deserialize, Serialize};
 
 use crate::synth::{
-    finish_filtered, finish_plain, PostInput, Sampled, SlotText, SynthConfig, SynthProgress,
-    SynthSummary,
+    finish_filtered, finish_plain, PostInput, Sampled, Scorer, SlotText, SynthConfig,
+    SynthProgress, SynthSummary,
 };
 use crate::{Result, TrainError};
 
@@ -232,34 +232,41 @@ pub(crate) fn write_shard(
     slots: &[usize],
     slot_label: &[usize],
     sampled: Sampled,
-    score: &dyn Fn(&str) -> Result<Vec<f64>>,
+    score: &Scorer,
     progress: &mut dyn SynthProgress,
     t0: Instant,
 ) -> Result<SynthSummary> {
     let k = header.labels.len();
-    let mut lines = Vec::with_capacity(slots.len());
-    let scored = sampled.texts.iter().filter(|t| t.is_some()).count();
+    // With the filter: score every text of this shard (the merge de-duplicates; scores are
+    // per text, so a duplicate's scores are simply not used).
+    let mut lls: Vec<Option<Vec<f64>>> = vec![None; slots.len()];
     if cfg.filter.is_some() {
+        let items: Vec<(usize, &str)> = slots
+            .iter()
+            .zip(&sampled.texts)
+            .filter_map(|(&g, t)| t.as_deref().map(|t| (g, t)))
+            .collect();
         progress.message(&format!(
-            "scoring {scored} candidates under every label's prefix"
+            "scoring {} candidates under every label's prefix",
+            items.len()
         ));
-        progress.start(scored);
+        progress.start(items.len());
+        let mut rows = score(&items, progress)?.into_iter();
+        progress.finish();
+        for (j, t) in sampled.texts.iter().enumerate() {
+            if t.is_some() {
+                lls[j] = Some(rows.next().ok_or_else(|| {
+                    TrainError::Other("scoring returned fewer rows than candidates".into())
+                })?);
+            }
+        }
     }
-    let mut done = 0;
+    let mut lines = Vec::with_capacity(slots.len());
     let mut have = vec![0usize; k];
     let mut quota = vec![0usize; k];
-    for (&g, text) in slots.iter().zip(sampled.texts) {
+    for ((&g, text), ll) in slots.iter().zip(sampled.texts).zip(lls) {
         let label = slot_label[g];
         quota[label] += 1;
-        let lls_bits = match (&cfg.filter, &text) {
-            (Some(_), Some(t)) => {
-                let v = score(t)?;
-                done += 1;
-                progress.written(done, 0.0);
-                Some(v.into_iter().map(f64::to_bits).collect())
-            }
-            _ => None,
-        };
         if text.is_some() {
             have[label] += 1;
         }
@@ -267,11 +274,8 @@ pub(crate) fn write_shard(
             slot: g,
             label,
             text,
-            lls_bits,
+            lls_bits: ll.map(|v| v.into_iter().map(f64::to_bits).collect()),
         });
-    }
-    if cfg.filter.is_some() {
-        progress.finish();
     }
     header.stats = ShardStats {
         by_length: sampled.by_length,
@@ -564,12 +568,18 @@ pub fn merge(
     };
     let mut summary = match &cfg.filter {
         Some(fc) => {
-            let mut sc = |slot: usize, _text: &str| -> Result<Vec<f64>> {
-                lls.get(&slot)
-                    .cloned()
-                    .ok_or_else(|| TrainError::Other(format!("slot {slot} has no scores")))
-            };
-            finish_filtered(&post, fc, cands, &mut sc, progress)?
+            let sc =
+                |items: &[(usize, &str)], _: &mut dyn SynthProgress| -> Result<Vec<Vec<f64>>> {
+                    items
+                        .iter()
+                        .map(|(slot, _)| {
+                            lls.get(slot).cloned().ok_or_else(|| {
+                                TrainError::Other(format!("slot {slot} has no scores"))
+                            })
+                        })
+                        .collect()
+                };
+            finish_filtered(&post, fc, cands, &sc, progress)?
         }
         None => finish_plain(&post, cands, progress)?,
     };

@@ -201,7 +201,6 @@ pub fn label_proportions(
 }
 
 /// Generate a labeled synthetic dataset from a trained run (the library entry point of
-/// Generate a labeled synthetic dataset from a trained run (the library entry point of
 /// `dpsynth synthesize`).
 ///
 /// Records come from *slots*: slot `g` (0 ≤ g < `candidates`, or `n` without the filter) has a
@@ -311,11 +310,18 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
         None => (0..slot_label.len()).collect(),
     };
     // log p(text | prefix_l) for every label's prefix, under the generator's model.
-    let score = |text: &str| -> Result<Vec<f64>> {
-        let mut ids = tok.encode(text, false)?;
-        ids.truncate(info.max_tokens);
-        crate::filter::label_log_likelihoods(&generator, &prompts, &ids, eos)
-    };
+    let score =
+        |items: &[(usize, &str)], progress: &mut dyn SynthProgress| -> Result<Vec<Vec<f64>>> {
+            let mut texts = Vec::with_capacity(items.len());
+            for (_, text) in items {
+                let mut ids = tok.encode(text, false)?;
+                ids.truncate(info.max_tokens);
+                texts.push(ids);
+            }
+            crate::filter::score_candidates(&generator, &prompts, &texts, eos, |done| {
+                progress.written(done, 0.0)
+            })
+        };
     if cfg.filter.is_some() {
         progress.message(&format!(
             "sampling {} candidates ({})",
@@ -378,10 +384,7 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
         by_length: sampled.by_length,
     };
     let mut summary = match &cfg.filter {
-        Some(fc) => {
-            let mut sc = |_slot: usize, text: &str| score(text);
-            finish_filtered(&post, fc, cands, &mut sc, progress)?
-        }
+        Some(fc) => finish_filtered(&post, fc, cands, &score, progress)?,
         None => finish_plain(&post, cands, progress)?,
     };
     summary.generated_tokens = sampled.tokens;
@@ -473,6 +476,11 @@ pub(crate) struct SlotText {
     pub text: Option<String>,
 }
 
+/// Scores candidates `(slot, text)`: `log p(text | prefix_l)` for every label, one row per
+/// candidate (reporting progress as it goes).
+pub(crate) type Scorer<'a> =
+    dyn Fn(&[(usize, &str)], &mut dyn SynthProgress) -> Result<Vec<Vec<f64>>> + 'a;
+
 /// What the post-processing of a whole (merged) slot set needs besides the slots.
 pub(crate) struct PostInput<'a> {
     pub out: &'a Path,
@@ -544,7 +552,8 @@ pub(crate) fn finish_plain(
 }
 
 /// The filtered output: candidates in slot order, exact and near duplicates removed, each
-/// remaining one scored (`score(slot, text)`: log-likelihood under every label's prefix),
+/// remaining one scored (`score(&[(slot, text)], progress)`: log-likelihoods under every
+/// label's prefix, one row per item),
 /// re-labelled, balanced; writes `out` (ids `syn-<slot>`) and the filter counts.
 ///
 /// # Privacy
@@ -553,7 +562,7 @@ pub(crate) fn finish_filtered(
     p: &PostInput,
     fc: &FilterConfig,
     mut cands: Vec<SlotText>,
-    score: &mut dyn FnMut(usize, &str) -> Result<Vec<f64>>,
+    score: &Scorer,
     progress: &mut dyn SynthProgress,
 ) -> Result<SynthSummary> {
     cands.sort_by_key(|c| c.slot);
@@ -575,12 +584,9 @@ pub(crate) fn finish_filtered(
     ));
     // 2. log p(text | prefix_l) for every label.
     let ts = Instant::now();
-    let mut lls = Vec::with_capacity(kept.len());
     progress.start(kept.len());
-    for (i, (slot, text, _)) in kept.iter().enumerate() {
-        lls.push(score(*slot, text)?);
-        progress.written(i + 1, 0.0);
-    }
+    let items: Vec<(usize, &str)> = kept.iter().map(|c| (c.0, c.1)).collect();
+    let lls = score(&items, progress)?;
     progress.finish();
     let scoring_seconds = ts.elapsed().as_secs_f64();
     // 3. Re-label, drop, balance.

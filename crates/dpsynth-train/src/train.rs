@@ -526,7 +526,6 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainSumm
         tracing::warn!("{w}");
         progress.message(&w);
     }
-    crate::ops::keep_freed_memory();
     progress.message("loading model");
     let (weights, tok) = dpsynth_lm::load_model(&cfg.model, &device)?;
     let data = prepare_data(&records, &tok, cfg)?;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use dpsynth_audit::{AuditConfig, CanaryKind, Fault, Verdict};
-use dpsynth_train::{LabelDistribution, Method, Progress, StepInfo, TrainConfig};
+use dpsynth_train::{ConsoleProgress, LabelDistribution, TrainConfig};
+
+use crate::train_args::{train_config, TrainArgs, TrainIo};
 
 /// Check a DP training empirically: insert random canaries, train, and lower-bound ε.
 ///
@@ -31,9 +33,14 @@ use dpsynth_train::{LabelDistribution, Method, Progress, StepInfo, TrainConfig};
 /// OUT/train.jsonl (data + inserted canaries) and OUT/train/ (the audit's training run).
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n\n  dpsynth audit --config run.toml --canaries 128\n  \
+    after_help = "Training settings: the run.toml keys of `dpsynth run` under the same names, with its \
+    defaults or, with --config, the file's values (flags win). One setting differs on purpose: the audit \
+    trains with uniform labels, because it measures DP-SGD and the label histogram is not part of it (a \
+    label-histogram ε still leaves DP-SGD the same share of ε as in the run, so the audit's steps and batch \
+    are the run's). Old flag names still work: --rank, --lr, --clip-norm, --max-tokens, ...\n\n\
+    Examples:\n\n  dpsynth audit --config run.toml --canaries 128\n  \
     dpsynth audit --data data/train.jsonl --epsilon 8 --steps 200 --out audit-eps8\n  \
-    dpsynth audit --data data/train.jsonl --no-dp --epochs 3 --lr 0.01 --out audit-nodp"
+    dpsynth audit --data data/train.jsonl --no-dp --epochs 3 --learning-rate 0.01 --out audit-nodp"
 )]
 pub struct Args {
     /// A run config (run.toml): audits that run's training settings on RUN_DIR/data/train.jsonl
@@ -78,114 +85,75 @@ pub struct Args {
     #[arg(long)]
     pub canary_seed: Option<u64>,
 
-    /// Fine-tuning method: lora, prompt or full.
-    #[arg(long)]
-    pub method: Option<String>,
-    #[arg(long)]
-    pub lora_rank: Option<usize>,
-    #[arg(long)]
-    pub lora_alpha: Option<f64>,
-    /// LoRA target modules, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub lora_targets: Option<Vec<String>>,
-    /// Virtual tokens for prompt tuning.
-    #[arg(long)]
-    pub prompt_tokens: Option<usize>,
-    /// Target ε of the DP fine-tuning (σ is calibrated to it).
-    #[arg(long)]
-    pub epsilon: Option<f64>,
-    #[arg(long)]
-    pub delta: Option<f64>,
-    /// Noise multiplier σ (instead of calibrating to --epsilon).
-    #[arg(long)]
-    pub noise_multiplier: Option<f64>,
-    /// Train without clipping and noise: the audit then measures the leak (no guarantee).
-    #[arg(long)]
-    pub no_dp: bool,
-    /// Per-example clip norm C.
-    #[arg(long)]
-    pub clip_norm: Option<f64>,
-    #[arg(long)]
-    pub epochs: Option<f64>,
-    #[arg(long)]
-    pub steps: Option<u64>,
-    /// Expected logical batch size (q = batch / n).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Examples per forward/backward pass.
-    #[arg(long)]
-    pub physical_batch: Option<usize>,
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Text tokens kept per record.
-    #[arg(long)]
-    pub max_tokens: Option<usize>,
-    /// Prefix template containing {label}.
-    #[arg(long)]
-    pub template: Option<String>,
-    /// Seed for training's sampling and noise (reproducible, NOT secure).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// User-level DP (records need a `user`).
-    #[arg(long)]
-    pub user_level: bool,
+    /// The training settings: the `run.toml` keys of `dpsynth run`, with its defaults (with
+    /// --config, the file's values; flags win). The audit trains with uniform labels: it
+    /// measures DP-SGD, and the label histogram is not part of it.
+    #[command(flatten)]
+    pub train: TrainArgs,
     /// Test the audit itself: train WITHOUT noise while claiming this ε (a deliberately
     /// broken trainer; the audit must report a violation).
     #[arg(long, hide = true, value_name = "EPS")]
     pub inject_fault_no_noise: Option<f64>,
 }
 
-struct Bar {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress for Bar {
-    fn start(&mut self, total: u64, done: u64) {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "  train {bar:30} {pos}/{len} steps  loss {msg}  [{elapsed_precise} < {eta}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b.set_position(done);
-        self.bar = Some(b);
-    }
-    fn step(&mut self, info: &StepInfo) {
-        if let Some(b) = &self.bar {
-            b.set_position(info.step);
-            b.set_message(format!("{:.3}", info.loss));
+/// The audit's training (the run's directory with --config): one conversion for every command
+/// that trains. The run's settings (with --config) or the defaults of `dpsynth run`, the flags
+/// on top, then `train_args::train_config`; uniform labels.
+pub fn training(a: &Args) -> anyhow::Result<(TrainConfig, Option<PathBuf>)> {
+    let overrides = a.train.overrides();
+    let (cfg, run_dir, data) = match &a.config {
+        Some(c) => {
+            // The run's own directory, whatever the flags change (ε names the default one).
+            let dir = dpsynth_report::resolve(Some(c.as_path()), &[])
+                .with_context(|| format!("reading {}", c.display()))?
+                .config
+                .run_dir();
+            let r = dpsynth_report::resolve(Some(c.as_path()), &overrides)
+                .with_context(|| format!("reading {}", c.display()))?;
+            let data = a
+                .data
+                .clone()
+                .unwrap_or_else(|| dir.join("data").join("train.jsonl"));
+            (r.config, Some(dir), data)
         }
-    }
-    fn message(&mut self, msg: &str) {
-        match &self.bar {
-            Some(b) => b.println(format!("  {msg}")),
-            None => eprintln!("  {msg}"),
+        None => {
+            let data = a
+                .data
+                .clone()
+                .context("give --data (prepared JSONL) or --config run.toml")?;
+            let mut overrides = overrides;
+            // The data is the user's own file (no recipe): the generic template by default.
+            overrides.push(dpsynth_report::Override::new(
+                "data.path",
+                data.to_string_lossy().into_owned(),
+            ));
+            let r = dpsynth_report::config::resolve_training(&overrides)?;
+            (r.config, None, data)
         }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
+    };
+    anyhow::ensure!(
+        data.is_file(),
+        "{}: training data not found{}",
+        data.display(),
+        if a.config.is_some() {
+            " (run `dpsynth run --config …` up to the data stage first, or give --data)"
+        } else {
+            ""
         }
+    );
+    let io = TrainIo {
+        model: a.model.clone().unwrap_or_else(|| cfg.model_path()),
+        data,
+        out: PathBuf::new(),
+        resume: false,
+    };
+    let (mut t, _) = train_config(&cfg, io, &a.train.extras()?)?;
+    if a.train.no_dp {
+        t.clip_norm = f64::INFINITY;
     }
-}
-
-fn method(
-    name: &str,
-    rank: usize,
-    alpha: f64,
-    targets: Vec<String>,
-    prompt: usize,
-) -> anyhow::Result<Method> {
-    Ok(Method::from_name(
-        name,
-        dpsynth_lm::LoraConfig {
-            rank,
-            alpha,
-            targets,
-        },
-        prompt,
-    )?)
+    // The audit measures DP-SGD; labels for synthesis are not part of it.
+    t.label_distribution = LabelDistribution::Uniform;
+    Ok((t, run_dir))
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -195,124 +163,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.canary_kind
         )
     })?;
-    // Start from the run config (if any), then apply flags.
-    let (mut t, run_dir) = match &a.config {
-        Some(c) => {
-            let r = dpsynth_report::resolve(Some(c.as_path()), &[])
-                .with_context(|| format!("reading {}", c.display()))?;
-            let rc = r.config;
-            let dir = rc.run_dir();
-            let data = a
-                .data
-                .clone()
-                .unwrap_or_else(|| dir.join("data").join("train.jsonl"));
-            // The run's own training configuration (method, label-histogram share, template,
-            // clip norm, steps, ...), so the audit trains exactly what `dpsynth run` trains.
-            let mut t = crate::pipeline::train_config(&rc, &dir, false)?;
-            t.data = data;
-            t.out = PathBuf::new();
-            if t.no_dp {
-                // The run's exact label counts live in its directory; the audit does not need them.
-                t.label_distribution = dpsynth_train::LabelDistribution::Uniform;
-            }
-            (t, Some(dir))
-        }
-        None => {
-            let data = a
-                .data
-                .clone()
-                .context("give --data (prepared JSONL) or --config run.toml")?;
-            let model = a.model.clone().unwrap_or_else(|| {
-                dpsynth_report::config::default_assets_dir()
-                    .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-            });
-            (TrainConfig::new(data, model, PathBuf::new()), None)
-        }
-    };
-    if let Some(m) = &a.model {
-        t.model = m.clone();
-    }
-    if let Some(d) = &a.data {
-        t.data = d.clone();
-    }
-    let (rank, alpha, targets, prompt) = match &t.method {
-        Method::Lora(c) => (c.rank, c.alpha, c.targets.clone(), 20),
-        Method::Prompt { virtual_tokens } => (
-            8,
-            16.0,
-            vec!["q_proj".into(), "v_proj".into()],
-            *virtual_tokens,
-        ),
-        Method::Full => (8, 16.0, vec!["q_proj".into(), "v_proj".into()], 20),
-    };
-    let name = a
-        .method
-        .clone()
-        .unwrap_or_else(|| t.method.name().to_string());
-    t.method = method(
-        &name,
-        a.lora_rank.unwrap_or(rank),
-        a.lora_alpha.unwrap_or(alpha),
-        a.lora_targets.clone().unwrap_or(targets),
-        a.prompt_tokens.unwrap_or(prompt),
-    )?;
-    if let Some(e) = a.epsilon {
-        t.epsilon = Some(e);
-        t.no_dp = false;
-    }
-    if a.delta.is_some() {
-        t.delta = a.delta;
-    }
-    if a.noise_multiplier.is_some() {
-        t.noise_multiplier = a.noise_multiplier;
-    }
-    if let Some(c) = a.clip_norm {
-        t.clip_norm = c;
-    }
-    if a.no_dp {
-        t.no_dp = true;
-        t.epsilon = None;
-        t.noise_multiplier = None;
-        t.clip_norm = f64::INFINITY;
-    }
-    if let Some(e) = a.epochs {
-        t.epochs = Some(e);
-        t.steps = None;
-    }
-    if a.steps.is_some() {
-        t.steps = a.steps;
-    }
-    if let Some(b) = a.batch_size {
-        t.expected_batch = b;
-    }
-    if let Some(b) = a.physical_batch {
-        t.physical_batch = b;
-    }
-    if let Some(l) = a.lr {
-        t.lr = l;
-    }
-    if let Some(m) = a.max_tokens {
-        t.max_tokens = m;
-    }
-    if let Some(s) = &a.template {
-        t.template = s.clone();
-    }
-    if a.seed.is_some() {
-        t.seed = a.seed;
-    }
-    t.user_level |= a.user_level;
-    // The audit measures DP-SGD; labels for synthesis are not part of it.
-    t.label_distribution = LabelDistribution::Uniform;
-    anyhow::ensure!(
-        t.data.is_file(),
-        "{}: training data not found{}",
-        t.data.display(),
-        if a.config.is_some() {
-            " (run `dpsynth run --config …` up to the data stage first, or give --data)"
-        } else {
-            ""
-        }
-    );
+    let (t, run_dir) = training(&a)?;
     let out = a.out.clone().unwrap_or_else(|| match &run_dir {
         Some(d) => d.join("audit"),
         None => PathBuf::from("audit"),
@@ -353,7 +204,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         out.display()
     );
-    let report = dpsynth_audit::run_audit(&cfg, &mut Bar { bar: None })?;
+    let mut progress = ConsoleProgress::for_pipeline("train", "  ");
+    let report = dpsynth_audit::run_audit(&cfg, &mut progress)?;
     print!("{}", report.summary());
     println!(
         "  written:              {}",

@@ -46,7 +46,7 @@ impl clap::Args for ConfigFlags {
                 Arg::new(k.flag)
                     .long(k.flag)
                     .value_name(value)
-                    .help(format!("{} [{}]", k.help, k.key))
+                    .help(dpsynth_report::config::flag_help(k))
                     .help_heading(HEADING),
             );
         }

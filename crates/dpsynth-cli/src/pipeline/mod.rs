@@ -4,6 +4,8 @@
 
 pub mod flags;
 mod stages;
+pub use stages::prompt_template;
+#[cfg(test)]
 pub use stages::train_config;
 
 use std::path::{Path, PathBuf};

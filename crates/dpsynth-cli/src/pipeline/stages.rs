@@ -273,75 +273,30 @@ pub fn split_train_summary(
     Ok((public.into(), private.into()))
 }
 
-/// The training crate's config for this run. With `train.time_budget` > 0, what the user did
-/// not set (steps, expected batch: 0 in the config) comes from the regime planner
-/// ([`regime_plan`]), which reads only public quantities.
+/// The training crate's config for this run, through the one conversion that `dpsynth train`
+/// and `dpsynth audit` use too ([`crate::train_args::train_config`]). With a positive
+/// `train.time_budget`, what the user did not set (steps, expected batch: 0 in the config) comes
+/// from the regime planner ([`regime_plan`]), which reads only public quantities.
 pub fn train_config(
     cfg: &RunConfig,
     dir: &Path,
     resume: bool,
 ) -> anyhow::Result<dpsynth_train::TrainConfig> {
-    use dpsynth_train::optim::LrSchedule;
-    use dpsynth_train::{LabelDistribution, Method, TrainConfig};
-    let mut t = TrainConfig::new(
-        dir.join(files::DATA_DIR).join("train.jsonl"),
-        cfg.model_path(),
-        dir.join(files::TRAIN_DIR),
-    );
-    // run.toml's method is validated when the config is loaded; parse through the one parser
-    // anyway so that an unknown name can never turn into another method.
-    t.method = Method::from_name(
-        &cfg.train.method,
-        dpsynth_lm::LoraConfig {
-            rank: cfg.train.lora_rank as usize,
-            alpha: cfg.train.lora_alpha,
-            targets: vec!["q_proj".into(), "v_proj".into()],
-        },
-        cfg.train.prompt_tokens as usize,
-    )?;
-    t.max_tokens = cfg.train.max_seq_len as usize;
-    let eps = cfg.train_epsilon();
-    t.no_dp = eps.is_infinite();
-    t.epsilon = eps.is_finite().then_some(eps);
-    t.delta = Some(cfg.privacy.delta);
-    t.clip_norm = cfg.privacy.max_grad_norm;
-    t.steps = Some(cfg.train.steps);
-    t.epochs = None;
-    t.expected_batch = cfg.train.batch_size as usize;
-    let planned = cfg.train.steps == 0 || cfg.train.batch_size == 0;
-    if planned {
-        let p = regime_plan(cfg, dir)?;
-        if cfg.train.steps == 0 {
-            t.steps = Some(p.steps);
-        }
-        if cfg.train.batch_size == 0 {
-            t.expected_batch = p.expected_batch;
-        }
-        t.warmup = p.warmup_fraction;
-    }
-    t.lr_schedule = match cfg.train.lr_schedule.as_str() {
-        "auto" if planned => LrSchedule::Cosine,
-        "auto" => LrSchedule::Linear,
-        s => LrSchedule::parse(s)
-            .with_context(|| format!("train.lr_schedule: unknown schedule {s:?}"))?,
+    use crate::train_args::{TrainExtras, TrainIo};
+    let io = TrainIo {
+        data: dir.join(files::DATA_DIR).join("train.jsonl"),
+        model: cfg.model_path(),
+        out: dir.join(files::TRAIN_DIR),
+        resume,
     };
-    t.physical_batch = t.expected_batch.clamp(1, 8);
-    t.lr = cfg.train.learning_rate;
-    t.seed = cfg.run.seed;
-    t.template = prompt_template(cfg);
-    // One mechanism, one ledger: the training crate releases the label histogram (Gaussian) and
-    // composes it with DP-SGD under PLD. Non-private runs use the exact counts.
-    if t.no_dp {
-        t.label_distribution = LabelDistribution::File(dir.join(LABEL_WEIGHTS));
-    } else if cfg.label_budget_share() > 0.0 {
-        t.label_distribution = LabelDistribution::Dp;
-        t.label_budget_share = cfg.label_budget_share();
-    } else {
-        t.label_distribution = LabelDistribution::Uniform;
-    }
-    t.checkpoint_every = (t.steps.unwrap_or(1) / 10).clamp(1, 50);
-    t.resume = resume;
-    Ok(t)
+    // Non-private runs use the exact label counts (written by the train stage).
+    let extras = TrainExtras {
+        label_distribution: cfg
+            .is_non_private()
+            .then(|| dpsynth_train::LabelDistribution::File(dir.join(LABEL_WEIGHTS))),
+        ..TrainExtras::default()
+    };
+    Ok(crate::train_args::train_config(cfg, io, &extras)?.0)
 }
 
 /// Privacy units of the run: the records of `data/train.jsonl` (their number is treated as
@@ -357,36 +312,17 @@ fn train_units(dir: &Path) -> anyhow::Result<usize> {
     Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
-/// The regime planner's choice for this run (see `dpsynth_train::plan`): from N, ε, δ, the
-/// time budget and a throughput (`train.throughput`, else the bench constant at the full
-/// padded example length). The DP-SGD part of ε is the run's ε minus the label histogram's
-/// (conservative: under PLD composition the histogram costs less than its own ε).
+/// The regime planner's choice for this run ([`crate::train_args::regime_plan`] on
+/// `data/train.jsonl`).
 ///
 /// # Privacy
 /// Public quantities only; nothing computed from the records' contents.
 pub fn regime_plan(cfg: &RunConfig, dir: &Path) -> anyhow::Result<dpsynth_train::plan::RegimePlan> {
-    use dpsynth_train::plan::{estimated_examples_per_second, PlanOptions};
-    anyhow::ensure!(
-        cfg.train.time_budget > 0.0,
-        "train.steps / train.batch_size = 0 need train.time_budget > 0 (the planner chooses them)"
-    );
-    let n = train_units(dir)?;
-    let eps = if cfg.is_non_private() {
-        f64::INFINITY
-    } else {
-        cfg.privacy.epsilon - cfg.privacy.label_histogram_epsilon
-    };
-    let throughput = if cfg.train.throughput > 0.0 {
-        cfg.train.throughput
-    } else {
-        estimated_examples_per_second(
-            &cfg.train.method,
-            &prompt_template(cfg),
-            cfg.train.max_seq_len as usize,
-        )
-    };
-    let o = PlanOptions::new(n, eps, cfg.privacy.delta, cfg.train.time_budget, throughput);
-    dpsynth_train::plan::plan_regime(&o).context("choosing the DP regime")
+    crate::train_args::regime_plan(
+        cfg,
+        &dir.join(files::DATA_DIR).join("train.jsonl"),
+        &crate::train_args::TrainExtras::default(),
+    )
 }
 
 /// Exact label counts of a non-private run (`privacy.epsilon = inf`), handed to training and
