@@ -91,6 +91,15 @@ pub fn card_paths(data: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
+/// δ for people: `0`, or three significant digits (`1.000e-5`).
+pub fn fmt_delta(d: f64) -> String {
+    if d == 0.0 {
+        "0".into()
+    } else {
+        format!("{d:.3e}")
+    }
+}
+
 /// UTC now as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_now() -> String {
     let s = std::time::SystemTime::now()
@@ -150,7 +159,7 @@ impl DatasetCard {
             Some(e) => format!("{e:.4}"),
             None => "∞ (no differential privacy)".into(),
         };
-        s.push_str(&format!("- ε = {eps}, δ = {:.3e}\n", p.delta));
+        s.push_str(&format!("- ε = {eps}, δ = {}\n", fmt_delta(p.delta)));
         s.push_str(&format!("- privacy unit: {} ({})\n", p.unit, p.neighboring));
         if let Some(r) = p.epsilon_rdp {
             s.push_str(&format!("- ε by RDP (cross-check): {r:.4}\n"));

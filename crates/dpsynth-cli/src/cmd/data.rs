@@ -201,8 +201,10 @@ fn print_card(found: &dpsynth_data::FoundCard) {
             format!("{e:.4}")
         });
     println!(
-        "  ε = {eps}, δ = {:.3e}, privacy unit: {} ({})",
-        p.delta, p.unit, p.neighboring
+        "  ε = {eps}, δ = {}, privacy unit: {} ({})",
+        dpsynth_data::card::fmt_delta(p.delta),
+        p.unit,
+        p.neighboring
     );
     println!(
         "  base model {} (sha256 {}), method {}",
