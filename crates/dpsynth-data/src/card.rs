@@ -81,6 +81,23 @@ pub struct DatasetCard {
     pub covered: Vec<String>,
     /// What it does not cover.
     pub not_covered: Vec<String>,
+    /// Later free post-processing steps applied to the file (filtering, augmenting, mixing with
+    /// public data, …), in order; see [`DatasetCard::derive`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<CardStep>,
+}
+
+/// One post-processing step recorded in a card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardStep {
+    /// What was done, e.g. `filter --min-words 5` or `mix public.jsonl:0.3`.
+    pub step: String,
+    /// Parameters and counts of the step (free-form).
+    pub details: serde_json::Value,
+    /// UTC date and time (ISO 8601).
+    pub date: String,
+    pub records_before: u64,
+    pub records_after: u64,
 }
 
 /// `synthetic.jsonl` → (`synthetic.card.json`, `synthetic.card.md`).
@@ -208,6 +225,19 @@ impl DatasetCard {
                 }
             }
         }
+        if !self.steps.is_empty() {
+            s.push_str("\n## Later steps (post-processing)\n\n");
+            for st in &self.steps {
+                s.push_str(&format!(
+                    "- {} ({}): {} → {} records; `{}`\n",
+                    st.step,
+                    st.date,
+                    st.records_before,
+                    st.records_after,
+                    serde_json::to_string(&st.details).unwrap_or_default()
+                ));
+            }
+        }
         s.push_str("\n## Covered by the guarantee\n\n");
         for c in &self.covered {
             s.push_str(&format!("- {c}\n"));
@@ -217,6 +247,36 @@ impl DatasetCard {
             s.push_str(&format!("- {c}\n"));
         }
         s
+    }
+
+    /// The card of a file derived from this card's data by a post-processing step: `step`
+    /// appended (with `details`), the record and label counts recomputed from `records` (the
+    /// derived file's records), the name set to `name`. The privacy part is unchanged: a step
+    /// computed only from this synthetic data and public inputs costs no ε; a step that adds
+    /// other data (e.g. public records) must say so in `covered`/`not_covered` itself.
+    pub fn derive(
+        &self,
+        name: &str,
+        step: &str,
+        details: serde_json::Value,
+        records: &[crate::record::Record],
+    ) -> DatasetCard {
+        let mut c = self.clone();
+        let mut labels = BTreeMap::new();
+        for r in records {
+            *labels.entry(r.label.clone()).or_insert(0u64) += 1;
+        }
+        c.steps.push(CardStep {
+            step: step.to_string(),
+            details,
+            date: utc_now(),
+            records_before: self.records,
+            records_after: records.len() as u64,
+        });
+        c.name = name.to_string();
+        c.records = records.len() as u64;
+        c.labels = labels;
+        c
     }
 
     /// Write `<data>.card.json` and `<data>.card.md` beside `data`; returns both paths.
@@ -270,6 +330,41 @@ mod tests {
         assert_eq!(utc_iso8601(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_iso8601(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_iso8601(1_796_169_600 + 3661), "2026-12-02T01:01:01Z");
+    }
+
+    #[test]
+    fn a_derived_card_records_the_step_and_recounts() {
+        let c: DatasetCard = serde_json::from_value(serde_json::json!({
+            "card_version": 1, "name": "s.jsonl", "created": "x", "generator": "g",
+            "privacy": {"epsilon": 3.0, "epsilon_rdp": null, "delta": 1e-5, "unit": "record",
+                "neighboring": "n", "accountant": "a", "noise_seed": "os", "ledger_sha256": "h"},
+            "model": {"base": "b", "base_sha256": "s", "method": "lora", "adapter_sha256": null},
+            "generation": {}, "records": 3, "labels": {"a": 2, "b": 1}, "filter": null,
+            "covered": [], "not_covered": []
+        }))
+        .unwrap();
+        assert!(c.steps.is_empty(), "old cards without steps still parse");
+        let rec = |l: &str| crate::record::Record {
+            id: "1".into(),
+            text: "t".into(),
+            label: l.into(),
+            user: None,
+        };
+        let d = c.derive(
+            "f.jsonl",
+            "filter --min-words 5",
+            serde_json::json!({"dropped": 1}),
+            &[rec("a"), rec("b")],
+        );
+        assert_eq!(d.records, 2);
+        assert_eq!(d.labels, [("a".into(), 1), ("b".into(), 1)].into());
+        assert_eq!(d.steps.len(), 1);
+        assert_eq!(
+            (d.steps[0].records_before, d.steps[0].records_after),
+            (3, 2)
+        );
+        assert_eq!(d.privacy, c.privacy);
+        assert!(d.to_markdown().contains("filter --min-words 5"));
     }
 
     #[test]

@@ -227,6 +227,7 @@ mod tests {
             filter: None,
             covered: vec!["the records".into()],
             not_covered: vec!["loss.csv".into()],
+            steps: vec![],
         }
     }
 

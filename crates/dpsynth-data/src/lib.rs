@@ -22,7 +22,7 @@ pub mod record;
 pub mod split;
 pub mod validate;
 
-pub use card::{card_paths, find_card, DatasetCard, FoundCard};
+pub use card::{card_paths, find_card, CardStep, DatasetCard, FoundCard};
 pub use dataset::{Dataset, Loaded};
 pub use error::{DataError, Location, Pos};
 pub use export::{export, ExportSummary};

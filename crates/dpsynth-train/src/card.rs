@@ -180,6 +180,7 @@ pub fn write_synthesis_card(
         filter: s.filter.as_ref().map(serde_json::to_value).transpose()?,
         covered,
         not_covered,
+        steps: Vec::new(),
     };
     card.write_beside(out)
         .map_err(|e| TrainError::file(out, e))?;
