@@ -4,7 +4,8 @@
 //! `{"id": ..., "text": ..., "label": ...[, "user": ...]}`.
 //!
 //! Entry points: [`prepare`] (what `dpsynth data prepare` runs), [`load_recipe`], [`read_file`],
-//! [`inspect()`], [`format_prefix`]. Validation policy: see [`validate`].
+//! [`inspect()`], [`format_prefix`], [`export()`] and the dataset card of synthetic data
+//! ([`card`]). Validation policy: see [`validate`].
 
 pub mod bench;
 pub mod card;
