@@ -359,17 +359,19 @@ impl EvalReport {
     pub fn table(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!(
-            "{:<14} {:<52} {:>7} {:>9} {:>9}\n",
-            "classifier", "trained on", "n", "accuracy", "macro-F1"
+            "{:<14} {:<52} {:>7} {:>16} {:>16}\n",
+            "classifier", "trained on", "n", "accuracy ± SE", "macro-F1 ± SE"
         ));
         for r in &self.rows {
             s.push_str(&format!(
-                "{:<14} {:<52} {:>7} {:>8.1}% {:>8.1}%\n",
+                "{:<14} {:<52} {:>7} {:>8.1}% ± {:>4.1} {:>8.1}% ± {:>4.1}\n",
                 r.classifier.to_string(),
                 r.training.to_string(),
                 r.train_examples,
                 100.0 * r.metrics.accuracy,
-                100.0 * r.metrics.macro_f1
+                100.0 * r.metrics.accuracy_se,
+                100.0 * r.metrics.macro_f1,
+                100.0 * r.metrics.macro_f1_se
             ));
         }
         for r in &self.rows {

@@ -403,7 +403,7 @@ pub fn preset_config(preset: Preset) -> RunConfig {
             max_new_tokens: n.max_new_tokens,
             temperature: 1.0,
             top_p: 0.95,
-            batch_size: 8,
+            batch_size: defaults::SYNTH_BATCH,
             filter: true,
             candidates: n.synth_candidates,
             near_dup_jaccard: 0.8,

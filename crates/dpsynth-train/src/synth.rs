@@ -116,7 +116,8 @@ impl SynthConfig {
             max_new_tokens: 96,
             min_words: 1,
             max_words: None,
-            batch_size: 8,
+            // The CLI's default (`dpsynth_report::defaults::SYNTH_BATCH`, measured there).
+            batch_size: 64,
             seed: None,
             model: None,
             weights: "auto".into(),
@@ -169,6 +170,9 @@ struct OutRecord<'a> {
     id: String,
     text: &'a str,
     label: &'a str,
+    /// With the filter: the scoring model's posterior of `label` (a soft label; post-processing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label_posterior: Option<f64>,
 }
 
 /// Per-label proportions for a run, from `dist` (or the run's own setting).
@@ -519,6 +523,7 @@ pub(crate) fn finish_plain(
             id: crate::shard::record_id(c.slot),
             text,
             label: &p.labels[c.label],
+            label_posterior: None,
         };
         serde_json::to_writer(&mut w, &rec)?;
         w.write_all(b"\n")?;
@@ -602,6 +607,7 @@ pub(crate) fn finish_filtered(
                 id: crate::shard::record_id(*slot),
                 text,
                 label: &p.labels[l],
+                label_posterior: Some((sel.confidence[i] * 1e4).round() / 1e4),
             };
             serde_json::to_writer(&mut w, &rec)?;
             w.write_all(b"\n")?;

@@ -66,7 +66,7 @@ pub struct Args {
     #[arg(long)]
     pub max_words: Option<usize>,
     /// Sequences decoded together.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = dpsynth_report::defaults::SYNTH_BATCH as usize)]
     pub batch_size: usize,
     /// Sampling seed (no privacy effect).
     #[arg(long)]

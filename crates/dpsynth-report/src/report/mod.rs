@@ -230,12 +230,22 @@ fn scores_section(doc: &mut Doc, v: &RunView, chart_name: &str, public_only: boo
             vec![
                 s.setting.describe(),
                 s.classifier.clone(),
-                fmt_num(s.accuracy),
-                s.macro_f1.map(fmt_num).unwrap_or_else(|| "—".into()),
+                Score::with_se(s.accuracy, s.accuracy_se),
+                s.macro_f1
+                    .map(|f| Score::with_se(f, s.macro_f1_se))
+                    .unwrap_or_else(|| "—".into()),
             ]
         })
         .collect();
-    doc.table(&["trained on", "classifier", "accuracy", "macro-F1"], rows);
+    doc.table(
+        &[
+            "trained on",
+            "classifier",
+            "accuracy (± bootstrap SE)",
+            "macro-F1 (± SE)",
+        ],
+        rows,
+    );
     let eps = v.target_epsilon().unwrap_or(f64::NAN);
     let method = v
         .config_str("train.method")

@@ -75,6 +75,19 @@ pub struct Score {
     pub classifier: String,
     pub accuracy: f64,
     pub macro_f1: Option<f64>,
+    /// Bootstrap standard errors over the test sample, when the evaluation wrote them.
+    pub accuracy_se: Option<f64>,
+    pub macro_f1_se: Option<f64>,
+}
+
+impl Score {
+    /// `value` with its standard error when known: `0.702 ± 0.013`.
+    pub fn with_se(value: f64, se: Option<f64>) -> String {
+        match se.filter(|s| *s > 0.0) {
+            Some(s) => format!("{} ± {}", fmt_num(value), fmt_num(s)),
+            None => fmt_num(value),
+        }
+    }
 }
 
 /// Everything a run report shows.
@@ -237,11 +250,14 @@ pub fn extract_scores(metrics: &Value) -> Vec<Score> {
                     let macro_f1 = ["macro_f1", "f1_macro", "macro-f1", "f1"]
                         .iter()
                         .find_map(|k| m.get(*k).and_then(Value::as_f64));
+                    let num = |k: &str| m.get(k).and_then(Value::as_f64);
                     out.push(Score {
                         setting,
                         classifier,
                         accuracy,
                         macro_f1,
+                        accuracy_se: num("accuracy_se"),
+                        macro_f1_se: num("macro_f1_se"),
                     });
                 } else {
                     for (k, x) in m {
