@@ -61,6 +61,9 @@ pub struct InspectReport {
     /// Name of the tokenizer used for `tokens`.
     pub tokenizer: Option<String>,
     pub drops: DropSummary,
+    /// The dataset card found beside the file or in its Parquet metadata (files only).
+    #[serde(default)]
+    pub card: Option<crate::card::FoundCard>,
 }
 
 /// Options for [`inspect`].
@@ -82,6 +85,7 @@ pub fn inspect(
     opts: &InspectOptions,
     tokens: Option<(&str, TokenCounter<'_>)>,
 ) -> Result<InspectReport, DataError> {
+    let mut card = None;
     let loaded: Loaded = if is_recipe(source) {
         let assets = match &opts.assets_dir {
             Some(a) => a.clone(),
@@ -96,7 +100,9 @@ pub fn inspect(
             min_per_label: 1,
             progress: opts.progress,
         };
-        read_file(Path::new(source), &ro)?.loaded
+        let loaded = read_file(Path::new(source), &ro)?.loaded;
+        card = crate::card::find_card(Path::new(source), opts.format)?;
+        loaded
     };
     let ds = &loaded.data;
     let chars: Vec<u64> = loaded
@@ -125,6 +131,7 @@ pub fn inspect(
         tokens: tok_q,
         tokenizer: tok_name,
         drops: loaded.drops,
+        card,
     })
 }
 

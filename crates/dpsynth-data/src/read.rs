@@ -172,6 +172,44 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
     Ok(hex(&h.finalize()))
 }
 
+/// SHA-256 of a file, or of a directory: over its files sorted by relative path, each as
+/// `path \0 sha256(file) \n` (the same digest as `dpsynth_report::stage::hash_path`).
+pub fn sha256_path(path: &Path) -> Result<String, DataError> {
+    let p = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(&p, e))?;
+    if !meta.is_dir() {
+        return sha256_file(path);
+    }
+    fn collect(
+        root: &Path,
+        dir: &Path,
+        out: &mut Vec<std::path::PathBuf>,
+    ) -> Result<(), DataError> {
+        let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir.display(), e))?;
+        for e in rd {
+            let e = e.map_err(|e| DataError::io(dir.display(), e))?;
+            let q = e.path();
+            if q.is_dir() {
+                collect(root, &q, out)?;
+            } else {
+                out.push(q.strip_prefix(root).unwrap_or(&q).to_path_buf());
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    collect(path, path, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for rel in files {
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(sha256_file(&path.join(&rel))?.as_bytes());
+        h.update([b'\n']);
+    }
+    Ok(hex(&h.finalize()))
+}
+
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

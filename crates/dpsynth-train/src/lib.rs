@@ -14,6 +14,7 @@
 
 pub mod adapter_io;
 pub mod bench;
+pub mod card;
 pub mod checkpoint;
 pub mod dp;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod optim;
 pub mod plan;
 pub mod progress;
 pub mod rng;
+pub mod shard;
 pub mod synth;
 pub mod train;
 

@@ -40,7 +40,7 @@ pub fn read_label_file(path: &Path, labels: &[String]) -> Result<Vec<f64>> {
     Ok(w.into_iter().map(|x| x / s).collect())
 }
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -97,6 +97,10 @@ pub struct SynthConfig {
     /// filters. Uses no private data at all.
     #[serde(default)]
     pub base_only: bool,
+    /// Sample only this shard of the slots and write a shard file to `out`, to be joined by
+    /// [`crate::shard::merge`] (needs `seed`). See [`crate::shard`].
+    #[serde(default)]
+    pub shard: Option<crate::shard::ShardSpec>,
 }
 
 impl SynthConfig {
@@ -121,6 +125,7 @@ impl SynthConfig {
             filter: None,
             candidates: None,
             base_only: false,
+            shard: None,
         }
     }
 }
@@ -202,10 +207,24 @@ pub fn label_proportions(
 /// Generate a labeled synthetic dataset from a trained run (the library entry point of
 /// `dpsynth synthesize`).
 ///
+/// Records come from *slots*: slot `g` (0 ≤ g < `candidates`, or `n` without the filter) has a
+/// label fixed by the label quotas ([`crate::shard::slot_labels`]) and a sampler seed derived
+/// from (seed, g, attempt) ([`crate::shard::slot_seed`]); a slot whose text fails the length
+/// filter is retried with the next attempt's seed, up to `max_rounds` attempts. A record's id is
+/// `syn-<g>`. So a slot's text depends on nothing but the seed, the model and `g`, which is what
+/// lets [`SynthConfig::shard`] split the work over processes ([`crate::shard`]) and
+/// [`crate::shard::merge`] rebuild exactly the single-process output. Exact duplicates (same
+/// label and text; and near duplicates with the filter) are dropped in slot order, not
+/// regenerated.
+///
+/// Writes `out`, its dataset card (`<out>.card.json` / `.card.md`, [`crate::card`]) and with
+/// the filter its counts (`<out>.filter.json`). With `shard`, writes only a shard file to `out`.
+///
 /// # Privacy
 /// Post-processing of the DP adapter and the DP label histogram (Dwork & Roth 2014, Prop.
 /// 2.1): no additional cost. The run's ledger must exist (it is written before the adapter),
-/// and the base model and prompt template are public.
+/// and the base model and prompt template are public. The card copies ε, δ and the unit from
+/// the ledger; it computes nothing from private data.
 pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result<SynthSummary> {
     let t0 = Instant::now();
     let paths = RunPaths {
@@ -213,6 +232,11 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
     };
     if cfg.n == 0 {
         return Err(TrainError::Config("--n must be at least 1".into()));
+    }
+    if cfg.shard.is_some() && cfg.seed.is_none() {
+        return Err(TrainError::Config(
+            "--shard needs --seed: every shard must sample from the same seeded slots".into(),
+        ));
     }
     let info: RunInfo =
         serde_json::from_str(&std::fs::read_to_string(paths.run_info()).map_err(|e| {
@@ -244,6 +268,8 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
     );
     let device = Device::Cpu;
     let model_path = cfg.model.clone().unwrap_or(info.model.clone());
+    let (card_privacy, card_model) =
+        crate::card::run_card_parts(&paths, &info, &model_path, cfg.base_only)?;
     progress.message("loading model");
     let (weights, tok) = dpsynth_lm::load_model(&model_path, &device)?;
     let adapter = if cfg.base_only {
@@ -276,184 +302,177 @@ pub fn synthesize(cfg: &SynthConfig, progress: &mut dyn SynthProgress) -> Result
         .iter()
         .map(|l| crate::format::prefix_ids(&tok, &info.template, l))
         .collect::<Result<_>>()?;
-    let mut seed_rng = match cfg.seed {
-        Some(s) => {
-            crate::rng::DpRng::new(crate::rng::SeedPolicy::Seeded { seed: s }, "synthesis", 0)
-        }
-        None => crate::rng::DpRng::new(crate::rng::SeedPolicy::Os, "synthesis", 0),
+    // The base of every slot's seed: the user's, or fresh from the OS (sampling seeds have no
+    // privacy effect either way).
+    let base_seed = match cfg.seed {
+        Some(s) => s,
+        None => crate::rng::DpRng::new(crate::rng::SeedPolicy::Os, "synthesis", 0).next_u64(),
     };
-    if let Some(fc) = &cfg.filter {
-        return synthesize_filtered(
+    let slot_label = crate::shard::slot_labels(&quotas);
+    let slots: Vec<usize> = match cfg.shard {
+        Some(s) => s.slots(slot_label.len()),
+        None => (0..slot_label.len()).collect(),
+    };
+    if cfg.filter.is_some() {
+        progress.message(&format!(
+            "sampling {} candidates ({})",
+            slots.len(),
+            if cfg.base_only {
+                "base model, ε = 0 control"
+            } else {
+                "DP model"
+            }
+        ));
+    }
+    let mut sampled = sample_slots(
+        cfg,
+        &slots,
+        &slot_label,
+        base_seed,
+        &generator,
+        &tok,
+        &params,
+        &prompts,
+        info.max_tokens,
+        progress,
+    )?;
+    // log p(text | prefix_l) for every label's prefix, under the generator's model. A slot
+    // sampled here is scored on its generated tokens (truncated to the training length), and
+    // its prompted label's score is the log-probability the sampler computed (when the text
+    // ended with EOS within that length), so only the other labels need a pass.
+    let slot_pos: HashMap<usize, usize> = slots.iter().enumerate().map(|(j, &g)| (g, j)).collect();
+    let generated = std::mem::take(&mut sampled.generated);
+    let score =
+        |items: &[(usize, &str)], progress: &mut dyn SynthProgress| -> Result<Vec<Vec<f64>>> {
+            let mut texts = Vec::with_capacity(items.len());
+            let mut known = Vec::with_capacity(items.len());
+            for (slot, text) in items {
+                match slot_pos.get(slot).and_then(|&j| generated[j].as_ref()) {
+                    Some((ids, k)) => {
+                        texts.push(ids.clone());
+                        known.push(*k);
+                    }
+                    None => {
+                        let mut ids = tok.encode(text, false)?;
+                        ids.truncate(info.max_tokens);
+                        texts.push(ids);
+                        known.push(None);
+                    }
+                }
+            }
+            crate::filter::score_candidates_with_known(
+                &generator,
+                &prompts,
+                &texts,
+                &known,
+                eos,
+                |done| progress.written(done, 0.0),
+            )
+        };
+    if let Some(spec) = cfg.shard {
+        let header = crate::shard::ShardHeader::new(
             cfg,
-            fc,
-            &info,
+            spec,
+            base_seed,
+            &info.labels,
             &props,
-            &quotas,
-            &generator,
-            &tok,
-            &params,
-            &prompts,
-            &mut seed_rng,
+            slot_label.len(),
+            card_privacy,
+            card_model,
+        )?;
+        return crate::shard::write_shard(
+            cfg,
+            header,
+            &slots,
+            &slot_label,
+            sampled,
+            &score,
             progress,
             t0,
         );
     }
-    let f = std::fs::File::create(&cfg.out).map_err(|e| TrainError::file(&cfg.out, e))?;
-    let mut w = std::io::BufWriter::new(f);
-    let mut have = vec![0usize; quotas.len()];
-    let mut seen: HashSet<String> = HashSet::new();
-    let (mut dups, mut filtered, mut written, mut tokens) = (0usize, 0usize, 0usize, 0usize);
-    let mut gen_secs = 0f64;
-    progress.start(cfg.n);
-    for round in 0..cfg.max_rounds.max(1) {
-        let mut reqs = Vec::new();
-        let mut req_label = Vec::new();
-        for (li, (&q, &h)) in quotas.iter().zip(&have).enumerate() {
-            let missing = q.saturating_sub(h);
-            // Later rounds over-generate a little to absorb duplicates and filtered texts.
-            let k = if round == 0 {
-                missing
-            } else {
-                missing + missing.div_ceil(4)
-            };
-            for _ in 0..k {
-                reqs.push(GenRequest {
-                    prompt_ids: prompts[li].clone(),
-                    seed: seed_rng.next_u64(),
-                });
-                req_label.push(li);
-            }
-        }
-        if reqs.is_empty() {
-            break;
-        }
-        let stats = generator.generate(reqs, &params, |o| {
-            let li = req_label[o.index];
-            if have[li] >= quotas[li] {
-                return Ok(());
-            }
-            let text = tok.decode(&o.tokens)?.trim().to_string();
-            let words = text.split_whitespace().count();
-            if text.is_empty() || words < cfg.min_words || cfg.max_words.is_some_and(|m| words > m)
-            {
-                filtered += 1;
-                return Ok(());
-            }
-            if !seen.insert(format!("{li}\u{0}{text}")) {
-                dups += 1;
-                return Ok(());
-            }
-            let rec = OutRecord {
-                id: format!("syn-{written}"),
-                text: &text,
-                label: &info.labels[li],
-                label_posterior: None,
-            };
-            serde_json::to_writer(&mut w, &rec)
-                .map_err(|e| dpsynth_lm::LmError::Other(e.to_string()))?;
-            w.write_all(b"\n")?;
-            w.flush()?;
-            have[li] += 1;
-            written += 1;
-            progress.written(written, 0.0);
-            Ok(())
-        })?;
-        tokens += stats.new_tokens;
-        gen_secs += stats.seconds;
-        progress.written(written, tokens as f64 / gen_secs.max(1e-9));
-    }
-    w.flush()?;
-    progress.finish();
-    if written < cfg.n {
-        progress.message(&format!(
-            "wrote {written} of {} records: duplicates or the length filter removed the rest",
-            cfg.n
-        ));
-    }
-    Ok(SynthSummary {
-        out: cfg.out.clone(),
-        written,
-        requested: cfg.n,
-        per_label: info
-            .labels
-            .iter()
-            .zip(quotas.iter().zip(&have))
-            .map(|(l, (&q, &h))| (l.clone(), q, h))
-            .collect(),
-        duplicates_removed: dups,
-        filtered_by_length: filtered,
-        generated_tokens: tokens,
-        tokens_per_second: tokens as f64 / gen_secs.max(1e-9),
-        seconds: t0.elapsed().as_secs_f64(),
-        filter: None,
-    })
+    let cands: Vec<SlotText> = slots
+        .iter()
+        .zip(sampled.texts)
+        .map(|(&g, t)| SlotText {
+            slot: g,
+            label: slot_label[g],
+            text: t,
+        })
+        .collect();
+    let post = PostInput {
+        out: &cfg.out,
+        n: cfg.n,
+        labels: &info.labels,
+        props: &props,
+        base_only: cfg.base_only,
+        by_length: sampled.by_length,
+    };
+    let mut summary = match &cfg.filter {
+        Some(fc) => finish_filtered(&post, fc, cands, &score, progress)?,
+        None => finish_plain(&post, cands, progress)?,
+    };
+    summary.generated_tokens = sampled.tokens;
+    summary.tokens_per_second = sampled.tokens as f64 / sampled.gen_secs.max(1e-9);
+    summary.seconds = t0.elapsed().as_secs_f64();
+    crate::card::write_synthesis_card(
+        &cfg.out,
+        card_privacy,
+        card_model,
+        crate::shard::generation_json(cfg, base_seed, None)?,
+        &summary,
+    )?;
+    Ok(summary)
 }
 
-/// Sample `quotas` candidates per prompted label, remove duplicates, score, re-label, balance
-/// and write `cfg.n` records plus the filter counts.
-///
-/// # Privacy
-/// Post-processing of the DP model and the released label proportions (see [`crate::filter`]).
+/// What [`sample_slots`] produced: one text per requested slot (`None`: every attempt failed
+/// the length filter).
+pub(crate) struct Sampled {
+    pub texts: Vec<Option<String>>,
+    /// Per slot with a text: its generated tokens (truncated to the run's training length) and,
+    /// when the sequence ended with EOS within that length, `(prompted label, log p(tokens ++
+    /// EOS | prefix))` as the sampler computed it.
+    pub generated: Vec<Option<Generated>>,
+    /// Attempts rejected by the length filter.
+    pub by_length: usize,
+    pub tokens: usize,
+    pub gen_secs: f64,
+}
+
+/// Sample the slots `slots` (global indices): attempt `a` of slot `g` is prompted with
+/// `slot_label[g]`'s prefix and seeded with [`crate::shard::slot_seed`]`(seed, g, a)`; a text
+/// outside the word-count limits is rejected and its slot retried, up to `max_rounds` attempts.
 #[allow(clippy::too_many_arguments)]
-fn synthesize_filtered(
+fn sample_slots(
     cfg: &SynthConfig,
-    fc: &FilterConfig,
-    info: &RunInfo,
-    props: &[f64],
-    quotas: &[usize],
+    slots: &[usize],
+    slot_label: &[usize],
+    base_seed: u64,
     generator: &Generator,
     tok: &dpsynth_lm::Tokenizer,
     params: &SamplingParams,
     prompts: &[Vec<u32>],
-    seed_rng: &mut crate::rng::DpRng,
+    max_tokens: usize,
     progress: &mut dyn SynthProgress,
-    t0: Instant,
-) -> Result<SynthSummary> {
-    let eos = params.stop_tokens[0];
-    let total: usize = quotas.iter().sum();
-    // 1. Candidates (length filter only; duplicates are handled below, across labels), with the
-    // generated tokens (what is scored) and, when the whole sequence ended with EOS within
-    // the scoring length, its log-probability under its own label's prefix, computed while
-    // sampling (so that pair is not scored again).
-    let mut cands: Vec<(String, usize)> = Vec::with_capacity(total);
-    let mut cand_tokens: Vec<(Vec<u32>, Option<(usize, f64)>)> = Vec::with_capacity(total);
-    let mut have = vec![0usize; quotas.len()];
-    let (mut by_length, mut tokens, mut gen_secs) = (0usize, 0usize, 0f64);
-    progress.message(&format!(
-        "sampling {total} candidates ({})",
-        if cfg.base_only {
-            "base model, ε = 0 control"
-        } else {
-            "DP model"
-        }
-    ));
-    progress.start(total);
-    for round in 0..cfg.max_rounds.max(1) {
-        let mut reqs = Vec::new();
-        let mut req_label = Vec::new();
-        for (li, (&q, &h)) in quotas.iter().zip(&have).enumerate() {
-            let missing = q.saturating_sub(h);
-            let k = if round == 0 {
-                missing
-            } else {
-                missing + missing.div_ceil(4)
-            };
-            for _ in 0..k {
-                reqs.push(GenRequest {
-                    prompt_ids: prompts[li].clone(),
-                    seed: seed_rng.next_u64(),
-                });
-                req_label.push(li);
-            }
-        }
-        if reqs.is_empty() {
+) -> Result<Sampled> {
+    let mut texts: Vec<Option<String>> = vec![None; slots.len()];
+    let mut generated: Vec<Option<Generated>> = vec![None; slots.len()];
+    let (mut by_length, mut tokens, mut gen_secs, mut done) = (0usize, 0usize, 0f64, 0usize);
+    progress.start(slots.len());
+    for attempt in 0..cfg.max_rounds.max(1) {
+        let todo: Vec<usize> = (0..slots.len()).filter(|&j| texts[j].is_none()).collect();
+        if todo.is_empty() {
             break;
         }
+        let reqs: Vec<GenRequest> = todo
+            .iter()
+            .map(|&j| GenRequest {
+                prompt_ids: prompts[slot_label[slots[j]]].clone(),
+                seed: crate::shard::slot_seed(base_seed, slots[j], attempt as u32),
+            })
+            .collect();
         let stats = generator.generate(reqs, params, |o| {
-            let li = req_label[o.index];
-            if have[li] >= quotas[li] {
-                return Ok(());
-            }
+            let j = todo[o.index];
             let text = tok.decode(&o.tokens)?.trim().to_string();
             let words = text.split_whitespace().count();
             if text.is_empty() || words < cfg.min_words || cfg.max_words.is_some_and(|m| words > m)
@@ -461,25 +480,142 @@ fn synthesize_filtered(
                 by_length += 1;
                 return Ok(());
             }
-            cands.push((text, li));
+            texts[j] = Some(text);
+            let label = slot_label[slots[j]];
             let mut ids = o.tokens;
-            let known = (o.stopped && ids.len() <= info.max_tokens).then_some((li, o.logprob));
-            ids.truncate(info.max_tokens);
-            cand_tokens.push((ids, known));
-            have[li] += 1;
-            progress.written(cands.len(), 0.0);
+            let known = (o.stopped && ids.len() <= max_tokens).then_some((label, o.logprob));
+            ids.truncate(max_tokens);
+            generated[j] = Some((ids, known));
+            done += 1;
+            progress.written(done, 0.0);
             Ok(())
         })?;
         tokens += stats.new_tokens;
         gen_secs += stats.seconds;
-        progress.written(cands.len(), tokens as f64 / gen_secs.max(1e-9));
+        progress.written(done, tokens as f64 / gen_secs.max(1e-9));
     }
     progress.finish();
-    let generated = cands.len() + by_length;
-    // 2. Exact and near duplicates.
-    let refs: Vec<&str> = cands.iter().map(|(t, _)| t.as_str()).collect();
+    Ok(Sampled {
+        texts,
+        generated,
+        by_length,
+        tokens,
+        gen_secs,
+    })
+}
+
+/// A sampled text's tokens and its known score (see [`Sampled::generated`]).
+pub(crate) type Generated = (Vec<u32>, Option<(usize, f64)>);
+
+/// One slot's outcome, in slot order for the post-processing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SlotText {
+    pub slot: usize,
+    /// The prompted label (index into the run's labels).
+    pub label: usize,
+    pub text: Option<String>,
+}
+
+/// Scores candidates `(slot, text)`: `log p(text | prefix_l)` for every label, one row per
+/// candidate (reporting progress as it goes).
+pub(crate) type Scorer<'a> =
+    dyn Fn(&[(usize, &str)], &mut dyn SynthProgress) -> Result<Vec<Vec<f64>>> + 'a;
+
+/// What the post-processing of a whole (merged) slot set needs besides the slots.
+pub(crate) struct PostInput<'a> {
+    pub out: &'a Path,
+    pub n: usize,
+    pub labels: &'a [String],
+    pub props: &'a [f64],
+    pub base_only: bool,
+    pub by_length: usize,
+}
+
+/// The plain sampler's output: every slot's text in slot order, exact duplicates (same label
+/// and text) after the first dropped. Writes `out`.
+pub(crate) fn finish_plain(
+    p: &PostInput,
+    mut cands: Vec<SlotText>,
+    progress: &mut dyn SynthProgress,
+) -> Result<SynthSummary> {
+    cands.sort_by_key(|c| c.slot);
+    let k = p.labels.len();
+    let mut quota = vec![0usize; k];
+    let mut have = vec![0usize; k];
+    let mut seen: HashSet<(usize, &str)> = HashSet::new();
+    let (mut dups, mut written) = (0usize, 0usize);
+    let f = std::fs::File::create(p.out).map_err(|e| TrainError::file(p.out, e))?;
+    let mut w = std::io::BufWriter::new(f);
+    for c in &cands {
+        quota[c.label] += 1;
+        let Some(text) = c.text.as_deref() else {
+            continue;
+        };
+        if !seen.insert((c.label, text)) {
+            dups += 1;
+            continue;
+        }
+        let rec = OutRecord {
+            id: crate::shard::record_id(c.slot),
+            text,
+            label: &p.labels[c.label],
+            label_posterior: None,
+        };
+        serde_json::to_writer(&mut w, &rec)?;
+        w.write_all(b"\n")?;
+        have[c.label] += 1;
+        written += 1;
+    }
+    w.flush()?;
+    if written < p.n {
+        progress.message(&format!(
+            "wrote {written} of {} records: duplicates or the length filter removed the rest",
+            p.n
+        ));
+    }
+    Ok(SynthSummary {
+        out: p.out.to_path_buf(),
+        written,
+        requested: p.n,
+        per_label: p
+            .labels
+            .iter()
+            .zip(quota.iter().zip(&have))
+            .map(|(l, (&q, &h))| (l.clone(), q, h))
+            .collect(),
+        duplicates_removed: dups,
+        filtered_by_length: p.by_length,
+        generated_tokens: 0,
+        tokens_per_second: 0.0,
+        seconds: 0.0,
+        filter: None,
+    })
+}
+
+/// The filtered output: candidates in slot order, exact and near duplicates removed, each
+/// remaining one scored (`score(&[(slot, text)], progress)`: log-likelihoods under every
+/// label's prefix, one row per item),
+/// re-labelled, balanced; writes `out` (ids `syn-<slot>`) and the filter counts.
+///
+/// # Privacy
+/// Post-processing of the DP model and the released label proportions (see [`crate::filter`]).
+pub(crate) fn finish_filtered(
+    p: &PostInput,
+    fc: &FilterConfig,
+    mut cands: Vec<SlotText>,
+    score: &Scorer,
+    progress: &mut dyn SynthProgress,
+) -> Result<SynthSummary> {
+    cands.sort_by_key(|c| c.slot);
+    let cands: Vec<(usize, &str, usize)> = cands
+        .iter()
+        .filter_map(|c| c.text.as_deref().map(|t| (c.slot, t, c.label)))
+        .collect();
+    let generated = cands.len() + p.by_length;
+    // 1. Exact and near duplicates.
+    let refs: Vec<&str> = cands.iter().map(|c| c.1).collect();
     let d = crate::filter::dedup(&refs, fc.near_dup_jaccard);
-    let kept: Vec<&(String, usize)> = d.kept.iter().map(|&i| &cands[i]).collect();
+    let kept: Vec<&(usize, &str, usize)> = d.kept.iter().map(|&i| &cands[i]).collect();
     progress.message(&format!(
         "{} candidates: {} exact and {} near duplicates removed; scoring {} under every label's prefix",
         cands.len(),
@@ -487,34 +623,26 @@ fn synthesize_filtered(
         d.near,
         kept.len()
     ));
-    // 3. log p(text | prefix_l) for every label.
+    // 2. log p(text | prefix_l) for every label.
     let ts = Instant::now();
     progress.start(kept.len());
-    let texts: Vec<Vec<u32>> = d.kept.iter().map(|&i| cand_tokens[i].0.clone()).collect();
-    let known: Vec<Option<(usize, f64)>> = d.kept.iter().map(|&i| cand_tokens[i].1).collect();
-    let lls = crate::filter::score_candidates_with_known(
-        generator,
-        prompts,
-        &texts,
-        &known,
-        eos,
-        |done| progress.written(done, 0.0),
-    )?;
+    let items: Vec<(usize, &str)> = kept.iter().map(|c| (c.0, c.1)).collect();
+    let lls = score(&items, progress)?;
     progress.finish();
     let scoring_seconds = ts.elapsed().as_secs_f64();
-    // 4. Re-label, drop, balance.
-    let prompted: Vec<usize> = kept.iter().map(|(_, l)| *l).collect();
-    let sel = crate::filter::select(&lls, &prompted, props, Some(cfg.n), fc)?;
-    let f = std::fs::File::create(&cfg.out).map_err(|e| TrainError::file(&cfg.out, e))?;
+    // 3. Re-label, drop, balance.
+    let prompted: Vec<usize> = kept.iter().map(|c| c.2).collect();
+    let sel = crate::filter::select(&lls, &prompted, p.props, Some(p.n), fc)?;
+    let f = std::fs::File::create(p.out).map_err(|e| TrainError::file(p.out, e))?;
     let mut w = std::io::BufWriter::new(f);
     let mut written = 0usize;
     let mut conf_sum = 0.0;
-    for (i, (text, _)) in kept.iter().enumerate() {
+    for (i, (slot, text, _)) in kept.iter().enumerate() {
         if let Some(l) = sel.label[i] {
             let rec = OutRecord {
-                id: format!("syn-{written}"),
+                id: crate::shard::record_id(*slot),
                 text,
-                label: &info.labels[l],
+                label: &p.labels[l],
                 label_posterior: Some((sel.confidence[i] * 1e4).round() / 1e4),
             };
             serde_json::to_writer(&mut w, &rec)?;
@@ -524,18 +652,18 @@ fn synthesize_filtered(
         }
     }
     w.flush()?;
-    let mut prompted_count = vec![0usize; info.labels.len()];
-    for &p in &prompted {
-        prompted_count[p] += 1;
+    let mut prompted_count = vec![0usize; p.labels.len()];
+    for &l in &prompted {
+        prompted_count[l] += 1;
     }
     let counts = FilterCounts {
-        model: if cfg.base_only {
+        model: if p.base_only {
             "base model (ε = 0 control)".into()
         } else {
             "DP model".into()
         },
         generated,
-        removed_by_length: by_length,
+        removed_by_length: p.by_length,
         exact_duplicates: d.exact,
         near_duplicates: d.near,
         after_dedup: kept.len(),
@@ -543,7 +671,7 @@ fn synthesize_filtered(
         dropped_low_confidence: sel.dropped_low_confidence,
         dropped_by_balance: sel.dropped_by_balance,
         kept: written,
-        per_label: info
+        per_label: p
             .labels
             .iter()
             .enumerate()
@@ -555,7 +683,7 @@ fn synthesize_filtered(
                 kept: sel.per_label[l].2,
             })
             .collect(),
-        proportions: props.to_vec(),
+        proportions: p.props.to_vec(),
         near_dup_jaccard: fc.near_dup_jaccard,
         min_confidence: fc.min_confidence,
         mean_confidence_kept: if written > 0 {
@@ -565,30 +693,30 @@ fn synthesize_filtered(
         },
         scoring_seconds,
     };
-    let cp = filter_counts_path(&cfg.out);
+    let cp = filter_counts_path(p.out);
     std::fs::write(&cp, serde_json::to_string_pretty(&counts)?)
         .map_err(|e| TrainError::file(&cp, e))?;
-    if written < cfg.n {
+    if written < p.n {
         progress.message(&format!(
             "kept {written} of {} records: too few candidates survived for some label's quota (see {})",
-            cfg.n,
+            p.n,
             cp.display()
         ));
     }
     Ok(SynthSummary {
-        out: cfg.out.clone(),
+        out: p.out.to_path_buf(),
         written,
-        requested: cfg.n,
+        requested: p.n,
         per_label: counts
             .per_label
             .iter()
             .map(|c| (c.label.clone(), c.target, c.kept))
             .collect(),
         duplicates_removed: d.exact + d.near,
-        filtered_by_length: by_length,
-        generated_tokens: tokens,
-        tokens_per_second: tokens as f64 / gen_secs.max(1e-9),
-        seconds: t0.elapsed().as_secs_f64(),
+        filtered_by_length: p.by_length,
+        generated_tokens: 0,
+        tokens_per_second: 0.0,
+        seconds: 0.0,
         filter: Some(counts),
     })
 }

@@ -1,4 +1,4 @@
-//! `dpsynth data prepare|inspect`.
+//! `dpsynth data prepare|inspect|export`.
 
 use std::path::PathBuf;
 
@@ -27,7 +27,35 @@ pub enum DataCommand {
     /// Row count, label histogram, text-length quantiles (characters, and tokens of the default model).
     ///
     /// SOURCE is a recipe name or a file (as for `prepare`). Bad rows are counted, never fatal.
+    /// For a file, its dataset card is shown when one is found (FILE's .card.json beside it, or
+    /// for Parquet in the file's metadata), else it says none was found.
     Inspect(InspectArgs),
+    /// Export a (synthetic) dataset as JSONL, CSV or Parquet, carrying its dataset card along.
+    ///
+    /// INPUT is a JSONL, CSV or Parquet file with `id`, `text` and `label` columns (e.g. the
+    /// synthetic.jsonl of `dpsynth synthesize`). Its card (INPUT's .card.json beside it, or in
+    /// Parquet metadata) is copied beside the output (OUT.card.json and OUT.card.md) and, for
+    /// Parquet, also stored in the file's key-value metadata under `dpsynth.card`. A bad row is an
+    /// error (nothing is written): an export never drops records silently.
+    ///
+    /// Example: dpsynth data export synthetic.jsonl --format parquet --out synthetic.parquet
+    #[command(verbatim_doc_comment)]
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The dataset to export.
+    pub input: PathBuf,
+    /// Output format.
+    #[arg(long, value_parser = ["jsonl", "csv", "parquet"])]
+    pub format: String,
+    /// Output file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Format of INPUT [default: from its extension].
+    #[arg(long, value_parser = ["csv", "jsonl", "parquet"])]
+    pub input_format: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,6 +148,90 @@ pub fn run(c: DataCommand) -> anyhow::Result<()> {
     match c {
         DataCommand::Prepare(a) => prepare(a),
         DataCommand::Inspect(a) => inspect(a),
+        DataCommand::Export(a) => export(a),
+    }
+}
+
+fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let fmt: Format = a.format.parse().map_err(anyhow::Error::msg)?;
+    let in_fmt = a
+        .input_format
+        .as_deref()
+        .map(|f| f.parse::<Format>().map_err(anyhow::Error::msg))
+        .transpose()?;
+    let s = dpsynth_data::export(&a.input, in_fmt, &a.out, fmt)
+        .with_context(|| format!("exporting {}", a.input.display()))?;
+    println!(
+        "wrote {} records to {} ({})",
+        s.records,
+        a.out.display(),
+        s.format
+    );
+    match &s.card_from {
+        Some(src) => {
+            println!("dataset card from {src}");
+            for f in &s.card_files {
+                println!("  card copied to {f}");
+            }
+            if s.card_in_metadata {
+                println!(
+                    "  card stored in the Parquet metadata under `{}`",
+                    dpsynth_data::card::PARQUET_KEY
+                );
+            }
+        }
+        None => eprintln!(
+            "warning: {} has no dataset card (no {} beside it): the export carries none; \
+             share synthetic data with its card",
+            a.input.display(),
+            dpsynth_data::card_paths(&a.input).0.display()
+        ),
+    }
+    Ok(())
+}
+
+/// The card, as `dpsynth data inspect` prints it.
+fn print_card(found: &dpsynth_data::FoundCard) {
+    let c = &found.card;
+    let p = &c.privacy;
+    println!("dataset card ({}):", found.source);
+    let eps = p
+        .epsilon
+        .map_or("∞ (no differential privacy)".to_string(), |e| {
+            format!("{e:.4}")
+        });
+    println!(
+        "  ε = {eps}, δ = {}, privacy unit: {} ({})",
+        dpsynth_data::card::fmt_delta(p.delta),
+        p.unit,
+        p.neighboring
+    );
+    println!(
+        "  base model {} (sha256 {}), method {}",
+        c.model.base, c.model.base_sha256, c.model.method
+    );
+    println!(
+        "  {} records, created {} by {}",
+        c.records, c.created, c.generator
+    );
+    let labels: Vec<String> = c.labels.iter().map(|(l, n)| format!("{l} {n}")).collect();
+    println!("  labels: {}", labels.join(", "));
+    if let Some(f) = &c.filter {
+        let g = |k: &str| f.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        println!(
+            "  filters: {} generated, {} exact + {} near duplicates, {} re-labelled, {} kept",
+            g("generated"),
+            g("exact_duplicates"),
+            g("near_duplicates"),
+            g("relabeled"),
+            g("kept")
+        );
+    }
+    for x in &c.covered {
+        println!("  covered: {x}");
+    }
+    for x in &c.not_covered {
+        println!("  not covered: {x}");
     }
 }
 
@@ -300,5 +412,21 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         println!("tokens: tokenizer of {t}, special tokens not counted");
     }
     print_drops(&r.drops);
+    if !dpsynth_data::is_recipe(&a.source) {
+        match &r.card {
+            Some(c) => print_card(c),
+            None => println!(
+                "dataset card: none found (no {} beside it{})",
+                dpsynth_data::card_paths(std::path::Path::new(&a.source))
+                    .0
+                    .display(),
+                if a.source.ends_with(".parquet") || a.source.ends_with(".pq") {
+                    ", none in the Parquet metadata"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
     Ok(())
 }

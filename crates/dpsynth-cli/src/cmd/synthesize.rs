@@ -3,29 +3,49 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use dpsynth_train::shard::ShardSpec;
 use dpsynth_train::synth::{synthesize, SynthConfig};
 
 /// Generate N labeled records from a `dpsynth train` run.
 ///
 /// Per-label counts follow the run's label distribution (the DP histogram in its ledger, or
 /// uniform, or a file); each record is sampled from the fine-tuned model prompted with the
-/// same prefix template as in training. Exact duplicates are dropped (and regenerated), an
-/// optional word-count filter applies. Output: JSONL with `id`, `text`, `label`, written as
-/// records finish. This is post-processing of the DP model: no extra privacy cost.
+/// same prefix template as in training. Record g (a "slot") has its label fixed by the label
+/// quotas and its sampler seed derived from (--seed, g); a text outside the word-count limits
+/// is retried with a new seed. Exact duplicates are dropped (not regenerated). Output: JSONL
+/// with `id` (`syn-<g>`), `text`, `label`, plus its dataset card OUT.card.json / OUT.card.md
+/// (ε, δ and privacy unit from the run's ledger, models, method, counts, what the guarantee
+/// covers). This is post-processing of the DP model: no extra privacy cost.
+///
+/// Sharded (clusters): `--shard i/n --seed S` samples only the slots g ≡ i (mod n) into a
+/// shard file; `dpsynth synthesize merge OUT SHARD...` joins all n shard files into the
+/// output of one process with the same seed: byte for byte with --weights f32 or
+/// --batch-size 1 (the batched bf16/q8_0 kernels round a row depending on its batch-mates, so
+/// some texts then diverge after a few tokens; see the README).
 ///
 /// Example: dpsynth synthesize --run runs/rt-lora --n 1000 --out synthetic.jsonl
 #[derive(clap::Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub cmd: Option<SynthCommand>,
     /// Run directory written by `dpsynth train`.
-    #[arg(long)]
-    pub run: PathBuf,
+    #[arg(long, required = true)]
+    pub run: Option<PathBuf>,
     /// Number of records to generate.
-    #[arg(long)]
-    pub n: usize,
-    /// Output JSONL file.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required = true)]
+    pub n: Option<usize>,
+    /// Output JSONL file (with --shard: the shard file).
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
+    /// Sample only shard I of N (0 ≤ I < N): the slots g ≡ I (mod N) of the same run and
+    /// --seed, written as a shard file for `dpsynth synthesize merge`. Needs --seed.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<ShardSpec>,
     /// Override the label distribution: uniform, dp (the run's DP histogram) or a JSON file.
     #[arg(long)]
     pub label_distribution: Option<String>,
@@ -79,8 +99,47 @@ pub struct Args {
     pub base_only: bool,
 }
 
+/// `dpsynth synthesize merge`.
+#[derive(clap::Subcommand, Debug)]
+pub enum SynthCommand {
+    /// Join the shard files of one `dpsynth synthesize --shard i/n` run into OUT (plus its
+    /// filter counts and dataset card): exactly what one process with the same seed writes.
+    /// Checks that the files are all n shards of the same run (ledger and adapter hashes),
+    /// seed and settings, none missing or given twice; nothing is written otherwise. Applies
+    /// the same free post-processing as one process (duplicates; with --filter: de-duplication,
+    /// re-labelling, balancing) over the union. Loads no model.
+    Merge {
+        /// Output JSONL file.
+        out: PathBuf,
+        /// The shard files (any order).
+        #[arg(required = true, num_args = 1..)]
+        shards: Vec<PathBuf>,
+    },
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut c = SynthConfig::new(args.run, args.n, args.out);
+    if let Some(SynthCommand::Merge { out, shards }) = args.cmd {
+        let s = dpsynth_train::shard::merge(
+            &shards,
+            &out,
+            &mut dpsynth_train::ConsoleProgress::new("merge"),
+        )
+        .context("merging shards failed")?;
+        println!(
+            "merged {} shard files: wrote {} of {} records to {} (card: {})",
+            shards.len(),
+            s.written,
+            s.requested,
+            s.out.display(),
+            dpsynth_data::card_paths(&s.out).0.display()
+        );
+        print_summary(&s);
+        return Ok(());
+    }
+    let (Some(run), Some(n), Some(out)) = (args.run, args.n, args.out) else {
+        anyhow::bail!("--run, --n and --out are required");
+    };
+    let mut c = SynthConfig::new(run, n, out);
     c.label_distribution = args
         .label_distribution
         .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!(e)))
@@ -96,6 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     c.model = args.model;
     c.weights = args.weights;
     c.base_only = args.base_only;
+    c.shard = args.shard;
     if args.filter {
         c.filter = Some(dpsynth_train::filter::FilterConfig {
             near_dup_jaccard: args.near_dup_jaccard,
@@ -106,12 +166,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = synthesize(&c, &mut dpsynth_train::ConsoleProgress::new("synthesize"))
         .context("synthesis failed")?;
+    if let Some(sh) = c.shard {
+        println!(
+            "shard {sh}: sampled {} of its {} slots into {} (join all {} shards with `dpsynth synthesize merge OUT FILES...`)",
+            s.written,
+            s.requested,
+            s.out.display(),
+            sh.count
+        );
+        return Ok(());
+    }
     println!(
-        "wrote {} of {} records to {}",
+        "wrote {} of {} records to {} (card: {})",
         s.written,
         s.requested,
-        s.out.display()
+        s.out.display(),
+        dpsynth_data::card_paths(&s.out).0.display()
     );
+    print_summary(&s);
+    Ok(())
+}
+
+fn print_summary(s: &dpsynth_train::synth::SynthSummary) {
     for (l, want, got) in &s.per_label {
         println!("  {l:<20} {got} / {want}");
     }
@@ -136,5 +212,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             dpsynth_train::synth::filter_counts_path(&s.out).display()
         );
     }
-    Ok(())
 }

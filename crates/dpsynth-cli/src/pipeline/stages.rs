@@ -413,6 +413,9 @@ fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
     if sc.filter.is_some() {
         outputs.push(filter_counts_path(&out));
     }
+    // The dataset card (written by `synthesize` beside the data).
+    let (card_json, card_md) = dpsynth_data::card_paths(&out);
+    outputs.extend([card_json, card_md]);
     let mut summary = json!({"written": s.written, "requested": s.requested, "tokens_per_second": s.tokens_per_second, "filter": s.filter});
     if cfg.synth.control {
         let cout = dir.join(files::CONTROL_SYNTHETIC);
@@ -426,6 +429,8 @@ fn synthesize(cfg: &RunConfig, dir: &Path) -> anyhow::Result<StageOut> {
         if cc.filter.is_some() {
             outputs.push(filter_counts_path(&cout));
         }
+        let (card_json, card_md) = dpsynth_data::card_paths(&cout);
+        outputs.extend([card_json, card_md]);
         summary["control"] = json!({"written": c.written, "filter": c.filter});
     }
     Ok(StageOut { outputs, summary })
