@@ -398,13 +398,13 @@ impl LlamaConfig {
             }
         }
         if let Some(q) = self.query_pre_attn_scalar {
-            if !(q > 0.0) {
+            if q.is_nan() || q <= 0.0 {
                 return bad("query_pre_attn_scalar must be positive".into());
             }
         }
         match &self.rope_scaling {
             Some(RopeScaling::Linear { factor }) | Some(RopeScaling::Llama3 { factor, .. })
-                if !(*factor >= 1.0) =>
+                if factor.is_nan() || *factor < 1.0 =>
             {
                 return bad("rope_scaling factor must be >= 1".into());
             }
@@ -412,7 +412,10 @@ impl LlamaConfig {
                 low_freq_factor,
                 high_freq_factor,
                 ..
-            }) if !(high_freq_factor > low_freq_factor) => {
+            }) if high_freq_factor.is_nan()
+                || low_freq_factor.is_nan()
+                || high_freq_factor <= low_freq_factor =>
+            {
                 return bad("rope_scaling: high_freq_factor must exceed low_freq_factor".into());
             }
             _ => {}

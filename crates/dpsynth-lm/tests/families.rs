@@ -70,6 +70,7 @@ fn rope(x: &mut [f64], pos: usize, base: f64) {
 }
 
 /// The slow reference: logits `[t][vocab]` of one unpadded sequence, in f64 scalar loops.
+#[allow(clippy::needless_range_loop)]
 fn slow_forward(w: &LlamaWeights, ids: &[u32]) -> Vec<Vec<f64>> {
     let c = &w.config;
     let gemma = c.model_type == ModelType::Gemma3Text;
