@@ -332,10 +332,6 @@ pub fn run_audit(cfg: &AuditConfig, progress: &mut dyn Progress) -> Result<Audit
     cfg.validate()?;
     progress.message("loading model");
     let (weights, tok) = dpsynth_lm::load_model(&cfg.train.model, &candle_core::Device::Cpu)?;
-    // Per-example gradients exist for the plain llama block only.
-    weights
-        .config
-        .require_plain_llama("the audit's DP training")?;
     run_audit_with(cfg, &weights, &tok, progress)
 }
 

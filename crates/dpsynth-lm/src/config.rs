@@ -335,32 +335,6 @@ impl LlamaConfig {
         (0..self.num_hidden_layers).any(|l| self.layer_window(l).is_some())
     }
 
-    /// Errors unless this is the plain llama block: for code paths (DP training's per-example
-    /// gradients) that do not implement the other families yet.
-    pub fn require_plain_llama(&self, what: &str) -> crate::Result<()> {
-        let plain = self.model_type == ModelType::Llama
-            && !self.attention_bias
-            && self.hidden_act == Activation::Silu
-            && self.rope_scaling.is_none()
-            && self.query_pre_attn_scalar.is_none()
-            && !self.has_layer_variants()
-            && self.head_dim() * self.num_attention_heads == self.hidden_size;
-        if plain {
-            Ok(())
-        } else {
-            Err(crate::LmError::Config(format!(
-                "{what} supports the plain llama architecture only; this model is `{}`{} \
-                 (generation and the reference forward support every family)",
-                self.model_type.hf_name(),
-                if self.rope_scaling.is_some() {
-                    " with rope scaling"
-                } else {
-                    ""
-                }
-            )))
-        }
-    }
-
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::LmError::Config(m));
         if self.num_attention_heads == 0 {

@@ -495,14 +495,6 @@ fn unsupported_architectures_are_clear_errors() {
     let mut c = LlamaConfig::tiny_family(ModelType::Gemma3Text);
     c.final_logit_softcapping = Some(30.0);
     assert!(err_of(c.validate()).contains("soft-capping"));
-
-    // DP training refuses the families it has no per-example gradients for.
-    let c = LlamaConfig::tiny_family(ModelType::Qwen3);
-    let e = err_of(c.require_plain_llama("DP training"));
-    assert!(e.contains("qwen3"), "{e}");
-    LlamaConfig::tiny()
-        .require_plain_llama("DP training")
-        .unwrap();
 }
 
 /// Writes `w` as a GGUF file the way llama.cpp's converter lays it out for its family.

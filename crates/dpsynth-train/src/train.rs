@@ -528,8 +528,6 @@ pub fn train(cfg: &TrainConfig, progress: &mut dyn Progress) -> Result<TrainSumm
     }
     progress.message("loading model");
     let (weights, tok) = dpsynth_lm::load_model(&cfg.model, &device)?;
-    // Per-example gradients exist for the plain llama block only (Qwen/Gemma: generation only).
-    weights.config.require_plain_llama("DP training")?;
     let data = prepare_data(&records, &tok, cfg)?;
     drop((records, tok));
     let packed = pack_base(cfg, &weights, progress)?;
