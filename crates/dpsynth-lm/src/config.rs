@@ -284,9 +284,18 @@ impl LlamaConfig {
         }
     }
 
-    /// Rope inverse frequencies of layer `layer` (`head_dim / 2` values): the local base for
-    /// sliding-window layers, else `rope_theta` with `rope_scaling` applied.
+    /// Rope inverse frequencies of layer `layer` (`head_dim / 2` values, rounded to f32 as
+    /// transformers computes them): see [`LlamaConfig::rope_inv_freq_f64`].
     pub fn rope_inv_freq(&self, layer: usize) -> Vec<f32> {
+        self.rope_inv_freq_f64(layer)
+            .into_iter()
+            .map(|f| f as f32)
+            .collect()
+    }
+
+    /// Rope inverse frequencies of layer `layer` (`head_dim / 2` values) in f64: the local
+    /// base for sliding-window layers, else `rope_theta` with `rope_scaling` applied.
+    pub fn rope_inv_freq_f64(&self, layer: usize) -> Vec<f64> {
         let hd = self.head_dim();
         let local = self.layer_window(layer).is_some();
         let base = if local {
@@ -297,7 +306,7 @@ impl LlamaConfig {
         (0..hd / 2)
             .map(|i| {
                 let f = 1.0 / base.powf(2.0 * i as f64 / hd as f64);
-                let f = match (&self.rope_scaling, local) {
+                match (&self.rope_scaling, local) {
                     (_, true) | (None, _) => f,
                     (Some(RopeScaling::Linear { factor }), _) => f / factor,
                     (
@@ -324,8 +333,7 @@ impl LlamaConfig {
                             (1.0 - smooth) * f / factor + smooth * f
                         }
                     }
-                };
-                f as f32
+                }
             })
             .collect()
     }

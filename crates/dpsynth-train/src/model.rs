@@ -429,12 +429,11 @@ pub fn rope_tables_for_layer(
 ) -> Result<(Tensor, Tensor)> {
     let hd = cfg.head_dim();
     let half = hd / 2;
-    let inv_freq = cfg.rope_inv_freq(layer);
+    let inv_freq = cfg.rope_inv_freq_f64(layer);
     let mut cos = vec![0f32; len * hd];
     let mut sin = vec![0f32; len * hd];
     for p in 0..len {
-        for i in 0..half {
-            let inv = inv_freq[i] as f64;
+        for (i, inv) in inv_freq.iter().enumerate() {
             let a = p as f64 * inv;
             for j in [i, i + half] {
                 cos[p * hd + j] = a.cos() as f32;
