@@ -207,3 +207,34 @@ fn lora_adapter_of_a_family_merges_for_generation() {
     let b = forward_logits(&merged, None, &ids).unwrap();
     assert!(rel_err(&b, &a) < 1e-5);
 }
+
+#[test]
+fn bf16_packed_base_grads_stay_close_to_f32_in_every_family() {
+    // What `dpsynth train` runs for LoRA: frozen linears packed as bf16, f32 copies released.
+    for fam in FAMILIES {
+        let w = LlamaWeights::random(&LlamaConfig::tiny_family(fam), &Device::Cpu, 3).unwrap();
+        let m = lora();
+        let p = params(&m, &w);
+        let ex = examples();
+        let refs: Vec<&Example> = ex.iter().collect();
+        let batch = TrainBatch::new(&refs, 0, &Device::Cpu).unwrap();
+        let (g32, l32) = batched_per_example_grads(&TrainModel::new(&w), &m, &p, &batch).unwrap();
+        let packed = dpsynth_train::frozen::PackedBase::new(&w).unwrap();
+        let slim = dpsynth_train::frozen::release_frozen_f32(&w).unwrap();
+        let (g16, l16) =
+            batched_per_example_grads(&TrainModel::with_packed(&slim, &packed), &m, &p, &batch)
+                .unwrap();
+        for (a, b) in l32.iter().zip(&l16) {
+            assert!((a - b).abs() <= 1e-2 * a.abs(), "{fam:?}: loss {a} vs {b}");
+        }
+        for (pi, (a, b)) in g32.iter().zip(&g16).enumerate() {
+            let r = rel_err(b, a);
+            // The same bound as the llama test in src/tests.rs (bf16 rounding of the base).
+            assert!(
+                r <= 8e-2,
+                "{fam:?} {}: bf16 vs f32 rel err {r}",
+                p.names[pi]
+            );
+        }
+    }
+}
