@@ -26,7 +26,7 @@ pub enum ModelType {
 
 /// The `model_type`s (Hugging Face `config.json`) this runtime loads.
 pub const SUPPORTED_MODEL_TYPES: &str =
-    "llama (also mistral without sliding window), qwen2, qwen3, gemma3_text (also gemma3)";
+    "llama (also mistral, its sliding window ignored), qwen2, qwen3, gemma3_text";
 /// The `general.architecture` values of GGUF files this runtime loads.
 pub const SUPPORTED_GGUF_ARCHITECTURES: &str = "llama, qwen2, qwen3, gemma3";
 
@@ -37,8 +37,7 @@ impl ModelType {
             "llama" | "mistral" => Self::Llama,
             "qwen2" => Self::Qwen2,
             "qwen3" => Self::Qwen3,
-            // A full Gemma 3 config nests the text model under `text_config`.
-            "gemma3_text" | "gemma3" => Self::Gemma3Text,
+            "gemma3_text" => Self::Gemma3Text,
             _ => return None,
         })
     }

@@ -428,6 +428,14 @@ pub fn read_hf_config(path: &Path) -> Result<LlamaConfig> {
         .map_err(|e| file_err(path, format!("not a JSON config.json: {e}")))?;
     let family = match raw.get("model_type").and_then(|v| v.as_str()) {
         None => ModelType::Llama,
+        Some("gemma3") => {
+            return Err(file_err(
+                path,
+                "model_type `gemma3` is the multimodal Gemma 3 (text model under `text_config`, \
+                 weights under `language_model.`), which is not supported; use a text-only \
+                 checkpoint (model_type `gemma3_text`, e.g. gemma-3-270m or gemma-3-1b)",
+            ))
+        }
         Some(mt) => ModelType::from_hf(mt).ok_or_else(|| {
             file_err(
                 path,

@@ -491,6 +491,15 @@ fn unsupported_architectures_are_clear_errors() {
         "{e}"
     );
 
+    // The multimodal Gemma 3 config says so.
+    std::fs::write(
+        &p,
+        serde_json::json!({"model_type": "gemma3", "text_config": {}}).to_string(),
+    )
+    .unwrap();
+    let e = err_of(read_hf_config(&p));
+    assert!(e.contains("multimodal") && e.contains("gemma3_text"), "{e}");
+
     // Gemma 2's soft-capping is refused, not silently ignored.
     let mut c = LlamaConfig::tiny_family(ModelType::Gemma3Text);
     c.final_logit_softcapping = Some(30.0);
