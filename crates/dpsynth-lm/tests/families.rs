@@ -657,3 +657,42 @@ fn gguf_round_trips_for_every_family() {
         );
     }
 }
+
+#[test]
+fn continuation_scores_match_the_reference_in_every_family() {
+    // The synthesis filter's batched teacher-forced scoring (forward_hidden + lm head).
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = vec![
+        (vec![5, 17, 3], vec![60, 22, 9, 41, 1, 33]),
+        (vec![8], vec![4, 12]),
+        (vec![7, 8, 9, 10, 11, 12], vec![13]),
+    ];
+    for fam in FAMILIES {
+        let w = LlamaWeights::random(&LlamaConfig::tiny_family(fam), &Device::Cpu, 13).unwrap();
+        let g = Generator::new(
+            &w,
+            None,
+            GeneratorOptions {
+                batch_size: 4,
+                weights: WeightFormat::F32,
+            },
+            &Device::Cpu,
+        )
+        .unwrap();
+        let refs: Vec<(&[u32], &[u32])> = pairs
+            .iter()
+            .map(|(p, c)| (p.as_slice(), c.as_slice()))
+            .collect();
+        let got = g.continuation_log_likelihoods(&refs).unwrap();
+        for ((p, c), lp) in pairs.iter().zip(got) {
+            let mut ids = p.clone();
+            ids.extend_from_slice(c);
+            let want = -dpsynth_lm::sequence_loss(&w, None, &ids, p.len()..ids.len())
+                .unwrap()
+                .sum;
+            assert!(
+                (lp - want).abs() < 1e-4 * (1.0 + want.abs()),
+                "{fam:?}: log p({c:?} | {p:?}) {lp} vs reference {want}"
+            );
+        }
+    }
+}
