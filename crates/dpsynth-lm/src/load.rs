@@ -122,7 +122,14 @@ fn gguf_config(path: &Path, ct: &gguf_file::Content, tok: &Tokenizer) -> Result<
         model_type: family,
         head_dim: None,
         attention_bias: ct.tensor_infos.contains_key("blk.0.attn_q.bias"),
-        ..LlamaConfig::tiny()
+        hidden_act: Activation::Silu,
+        rope_scaling: None,
+        query_pre_attn_scalar: None,
+        sliding_window: None,
+        layer_types: None,
+        rope_local_base_freq: None,
+        final_logit_softcapping: None,
+        attn_logit_softcapping: None,
     };
     if let Ok(kl) = get_usize("attention.key_length") {
         if kl * heads != hidden {
