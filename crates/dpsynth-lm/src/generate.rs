@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::kernels::fast_exp;
 use crate::kernels::{packed_linear, PackedWeight};
 
+use crate::config::Activation;
 use crate::{Adapter, LlamaConfig, LlamaWeights, LmError, Result};
 
 /// How the generator stores the linear weights.
@@ -246,49 +247,104 @@ impl Lin {
 }
 
 struct FastLayer {
+    /// Norm multipliers (the family's offset already added: Gemma's `1 + w`).
     attn_norm: Tensor,
     ffn_norm: Tensor,
     qkv: Lin,
+    /// `[bq | bk | bv]` (Qwen2).
+    qkv_bias: Option<Tensor>,
+    /// Per-head RMSNorm multipliers of q and k, `[head_dim]` (Qwen3, Gemma 3).
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    /// Norms of the attention and FFN outputs (Gemma 3).
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
     o: Lin,
     gate_up: Lin,
     down: Lin,
+    /// Sliding attention window (Gemma 3 local layers), `None` for global attention.
+    window: Option<usize>,
+    /// Index into [`FastModel::inv_freq`] (layers share identical rope tables).
+    rope: usize,
 }
 
 /// Inference-only model with fused projections (q|k|v and gate|up) and fast kernels.
 struct FastModel {
     cfg: LlamaConfig,
+    /// Token embeddings, times the family's embedding scale (Gemma: √d).
     embed: Tensor,
     layers: Vec<FastLayer>,
     final_norm: Tensor,
     lm_head: Lin,
-    inv_freq: Tensor,
+    /// Distinct rope inverse-frequency tables `[1, hd/2]` (Gemma 3: local and global).
+    inv_freq: Vec<Tensor>,
     virtual_tokens: Option<Tensor>,
 }
 
 impl FastModel {
     fn new(w: &LlamaWeights, prompt: Option<&Tensor>, fmt: WeightFormat) -> Result<Self> {
         let cfg = w.config.clone();
+        let off = cfg.norm_weight_offset();
+        let norm = |t: &Tensor| -> Result<Tensor> {
+            let t = t.to_dtype(DType::F32)?;
+            Ok(if off == 0.0 { t } else { (t + off)? })
+        };
+        let opt_norm = |t: &Option<Tensor>| t.as_ref().map(norm).transpose();
+        let hd = cfg.head_dim();
+        let mut tables: Vec<Vec<f32>> = Vec::new();
         let mut layers = Vec::with_capacity(w.layers.len());
-        for l in &w.layers {
+        for (li, l) in w.layers.iter().enumerate() {
+            let inv = cfg.rope_inv_freq(li);
+            let rope = match tables.iter().position(|t| *t == inv) {
+                Some(i) => i,
+                None => {
+                    tables.push(inv);
+                    tables.len() - 1
+                }
+            };
+            let qkv_bias = match (&l.bq, &l.bk, &l.bv) {
+                (None, None, None) => None,
+                (Some(q), Some(k), Some(v)) => {
+                    Some(Tensor::cat(&[q, k, v], 0)?.to_dtype(DType::F32)?)
+                }
+                _ => {
+                    return Err(LmError::Shape(format!(
+                        "layer {li}: q/k/v biases must be all present or all absent"
+                    )))
+                }
+            };
             layers.push(FastLayer {
-                attn_norm: l.attn_norm.to_dtype(DType::F32)?,
-                ffn_norm: l.ffn_norm.to_dtype(DType::F32)?,
+                attn_norm: norm(&l.attn_norm)?,
+                ffn_norm: norm(&l.ffn_norm)?,
                 qkv: Lin::new(&Tensor::cat(&[&l.wq, &l.wk, &l.wv], 0)?, fmt)?,
+                qkv_bias,
+                q_norm: opt_norm(&l.q_norm)?,
+                k_norm: opt_norm(&l.k_norm)?,
+                post_attn_norm: opt_norm(&l.post_attn_norm)?,
+                post_ffn_norm: opt_norm(&l.post_ffn_norm)?,
                 o: Lin::new(&l.wo, fmt)?,
                 gate_up: Lin::new(&Tensor::cat(&[&l.w_gate, &l.w_up], 0)?, fmt)?,
                 down: Lin::new(&l.w_down, fmt)?,
+                window: cfg.layer_window(li),
+                rope,
             });
         }
-        let hd = cfg.head_dim();
-        let inv: Vec<f32> = (0..hd / 2)
-            .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
-            .collect();
+        let inv_freq = tables
+            .into_iter()
+            .map(|t| Tensor::from_vec(t, (1, hd / 2), w.device()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let embed = w.embed.to_dtype(DType::F32)?;
+        let embed = if cfg.embed_scale() != 1.0 {
+            (embed * cfg.embed_scale())?
+        } else {
+            embed
+        };
         Ok(Self {
-            embed: w.embed.to_dtype(DType::F32)?,
+            embed,
             layers,
-            final_norm: w.final_norm.to_dtype(DType::F32)?,
+            final_norm: norm(&w.final_norm)?,
             lm_head: Lin::new(w.lm_head(), fmt)?,
-            inv_freq: Tensor::from_vec(inv, (1, hd / 2), w.device())?,
+            inv_freq,
             virtual_tokens: prompt.map(|p| p.to_dtype(DType::F32)).transpose()?,
             cfg,
         })
@@ -301,9 +357,11 @@ impl FastModel {
             .unwrap_or(0)
     }
 
-    /// cos/sin `[b, t, hd/2]` for positions `[b, t]` (f32).
-    fn rope(&self, pos: &Tensor) -> Result<(Tensor, Tensor)> {
-        let f = pos.unsqueeze(D::Minus1)?.broadcast_mul(&self.inv_freq)?;
+    /// cos/sin `[b, t, hd/2]` of rope table `table` for positions `[b, t]` (f32).
+    fn rope(&self, table: usize, pos: &Tensor) -> Result<(Tensor, Tensor)> {
+        let f = pos
+            .unsqueeze(D::Minus1)?
+            .broadcast_mul(&self.inv_freq[table])?;
         Ok((f.cos()?.contiguous()?, f.sin()?.contiguous()?))
     }
 }
@@ -409,34 +467,83 @@ fn forward_hidden(
         .iter()
         .flat_map(|&s| (0..t).map(move |j| (s + j) as f32))
         .collect();
-    let (cos, sin) = m.rope(&Tensor::from_vec(pos, (b, t), &dev)?)?;
-    // Additive mask [b, 1, t, len]: key j visible to query i of slot s iff j <= starts[s] + i.
-    let mut mask = Vec::with_capacity(b * t * len);
-    for &s in starts {
-        for i in 0..t {
-            mask.extend((0..len).map(|j| if j <= s + i { 0f32 } else { f32::NEG_INFINITY }));
+    let pos = Tensor::from_vec(pos, (b, t), &dev)?;
+    let ropes = (0..m.inv_freq.len())
+        .map(|i| m.rope(i, &pos))
+        .collect::<Result<Vec<_>>>()?;
+    // Additive mask [b, 1, t, len]: key j visible to query i of slot s iff j <= starts[s] + i
+    // (and, with a sliding window w, starts[s] + i - j < w).
+    let make_mask = |window: Option<usize>| -> Result<Tensor> {
+        let mut mask = Vec::with_capacity(b * t * len);
+        for &s in starts {
+            for i in 0..t {
+                mask.extend((0..len).map(|j| {
+                    let visible = j <= s + i && window.is_none_or(|w| j + w > s + i);
+                    if visible {
+                        0f32
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }));
+            }
+        }
+        Ok(Tensor::from_vec(mask, (b, 1, t, len), &dev)?)
+    };
+    let mask = make_mask(None)?;
+    let mut local_masks: Vec<(usize, Tensor)> = Vec::new();
+    for l in &m.layers {
+        if let Some(w) = l.window {
+            if !local_masks.iter().any(|(x, _)| *x == w) {
+                local_masks.push((w, make_mask(Some(w))?));
+            }
         }
     }
-    let mask = Tensor::from_vec(mask, (b, 1, t, len), &dev)?;
     // On the CPU, SwiGLU runs as a fused kernel (crate::cpu_ops); elsewhere as candle ops.
     let cpu = dev.is_cpu();
     let cache_rows = cache.rows(nkv, hd, slots, starts, t, &dev)?;
     let contiguous = slots.iter().enumerate().all(|(i, &s)| s == slots[0] + i);
     let slot_idx = Tensor::from_vec(slots.iter().map(|&s| s as u32).collect::<Vec<_>>(), b, &dev)?;
-    let scale = 1.0 / (hd as f64).sqrt();
+    let scale = cfg.attn_scale();
+    // RMSNorm over each head (`[rows, heads * hd]` -> same shape).
+    let head_norm = |y: Tensor, heads: usize, w: &Option<Tensor>| -> Result<Tensor> {
+        Ok(match w {
+            Some(w) => {
+                candle_nn::ops::rms_norm(&y.contiguous()?.reshape((b * t * heads, hd))?, w, eps)?
+                    .reshape((b * t, heads * hd))?
+            }
+            None => y,
+        })
+    };
 
     let mut x = x.reshape((b * t, d))?;
     for (li, l) in m.layers.iter().enumerate() {
         let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
         let qkv = l.qkv.forward(&h)?;
+        let qkv = match &l.qkv_bias {
+            Some(bias) => qkv.broadcast_add(bias)?,
+            None => qkv,
+        };
         let q = qkv.narrow(1, 0, nh * hd)?;
         let k = qkv.narrow(1, nh * hd, nkv * hd)?;
         let v = qkv.narrow(1, (nh + nkv) * hd, nkv * hd)?;
+        let q = head_norm(q, nh, &l.q_norm)?;
+        let k = head_norm(k, nkv, &l.k_norm)?;
+        let (cos, sin) = &ropes[l.rope];
+        let mask = match l.window {
+            Some(w) => {
+                &local_masks
+                    .iter()
+                    .find(|(x, _)| *x == w)
+                    .expect("built above")
+                    .1
+            }
+            None => &mask,
+        };
         let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-        let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
         cache.k[li].scatter_set(&cache_rows, &k.reshape((b * nkv * t, hd))?, 0)?;
         cache.v[li].scatter_set(&cache_rows, &v.reshape((b * nkv * t, hd))?, 0)?;
         let view = |c: &Tensor| -> Result<Tensor> {
@@ -453,7 +560,7 @@ fn forward_hidden(
         // Grouped-query attention without copying K/V: [b, kv, rep*t, hd] queries.
         let q = q.reshape((b, nkv, rep * t, hd))?;
         let att = (q.matmul(&kc.t()?)? * scale)?; // [b, kv, rep*t, len]
-        let att = att.reshape((b, nkv * rep, t, len))?.broadcast_add(&mask)?;
+        let att = att.reshape((b, nkv * rep, t, len))?.broadcast_add(mask)?;
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let att = att.reshape((b, nkv, rep * t, len))?;
         let o = att.matmul(&vc.contiguous()?)?; // [b, kv, rep*t, hd]
@@ -462,18 +569,34 @@ fn forward_hidden(
             .transpose(1, 2)?
             .reshape((b * t, nh * hd))?;
         let o = l.o.forward(&o.contiguous()?)?;
+        let o = match &l.post_attn_norm {
+            Some(w) => candle_nn::ops::rms_norm(&o, w, eps)?,
+            None => o,
+        };
         x = (x + o)?;
         let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
         let gu = l.gate_up.forward(&h)?;
         let ff = cfg.intermediate_size;
-        let a = if cpu {
-            crate::cpu_ops::swiglu(&gu, ff)?
-        } else {
-            let g = gu.narrow(1, 0, ff)?;
-            let u = gu.narrow(1, ff, ff)?;
-            (candle_nn::ops::silu(&g)? * u)?
+        let a = match cfg.hidden_act {
+            Activation::Silu if cpu => crate::cpu_ops::swiglu(&gu, ff)?,
+            Activation::Silu => {
+                let g = gu.narrow(1, 0, ff)?;
+                let u = gu.narrow(1, ff, ff)?;
+                (candle_nn::ops::silu(&g)? * u)?
+            }
+            Activation::GeluPytorchTanh => {
+                // candle's `gelu` is the tanh approximation.
+                let g = gu.narrow(1, 0, ff)?;
+                let u = gu.narrow(1, ff, ff)?;
+                (g.gelu()? * u)?
+            }
         };
-        x = (x + l.down.forward(&a.contiguous()?)?)?;
+        let y = l.down.forward(&a.contiguous()?)?;
+        let y = match &l.post_ffn_norm {
+            Some(w) => candle_nn::ops::rms_norm(&y, w, eps)?,
+            None => y,
+        };
+        x = (x + y)?;
     }
     let last = match rows {
         Rows::All => x,
@@ -1123,6 +1246,13 @@ fn to_device(w: &LlamaWeights, dev: &Device) -> Result<LlamaWeights> {
                     w_gate: mv(&l.w_gate)?,
                     w_up: mv(&l.w_up)?,
                     w_down: mv(&l.w_down)?,
+                    bq: l.bq.as_ref().map(mv).transpose()?,
+                    bk: l.bk.as_ref().map(mv).transpose()?,
+                    bv: l.bv.as_ref().map(mv).transpose()?,
+                    q_norm: l.q_norm.as_ref().map(mv).transpose()?,
+                    k_norm: l.k_norm.as_ref().map(mv).transpose()?,
+                    post_attn_norm: l.post_attn_norm.as_ref().map(mv).transpose()?,
+                    post_ffn_norm: l.post_ffn_norm.as_ref().map(mv).transpose()?,
                 })
             })
             .collect::<Result<_>>()?,

@@ -8,6 +8,7 @@ use std::ops::Range;
 
 use candle_core::{DType, IndexOp, Tensor, D};
 
+use crate::config::Activation;
 use crate::{Adapter, LayerWeights, LlamaConfig, LlamaWeights, LmError, LoraAdapter, Result};
 
 /// RMS norm from primitive ops: `x / sqrt(mean(x^2) + eps) * w`.
@@ -25,16 +26,48 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&s)?)
 }
 
-/// Rotary tables for the given positions: `(cos, sin)`, each `[positions.len(), head_dim / 2]`.
+/// Rotary tables of layer 0 for the given positions: `(cos, sin)`, each `[positions.len(), head_dim / 2]`.
 pub fn rope_tables(cfg: &LlamaConfig, positions: &Tensor) -> Result<(Tensor, Tensor)> {
-    let hd = cfg.head_dim();
-    let inv: Vec<f32> = (0..hd / 2)
-        .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
-        .collect();
-    let inv = Tensor::from_vec(inv, (1, hd / 2), positions.device())?;
+    rope_tables_for_layer(cfg, 0, positions)
+}
+
+/// Rotary tables of layer `layer` (its rope base and scaling, see
+/// [`LlamaConfig::rope_inv_freq`]) for the given positions.
+pub fn rope_tables_for_layer(
+    cfg: &LlamaConfig,
+    layer: usize,
+    positions: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let inv = cfg.rope_inv_freq(layer);
+    let n = inv.len();
+    let inv = Tensor::from_vec(inv, (1, n), positions.device())?;
     let pos = positions.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
     let freqs = pos.broadcast_mul(&inv)?;
     Ok((freqs.cos()?, freqs.sin()?))
+}
+
+/// RMS norm with the family's weight convention (`w`, or `1 + w` for Gemma).
+pub fn family_rms_norm(cfg: &LlamaConfig, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let off = cfg.norm_weight_offset();
+    if off == 0.0 {
+        rms_norm(x, w, cfg.rms_norm_eps)
+    } else {
+        rms_norm(x, &(w + off)?, cfg.rms_norm_eps)
+    }
+}
+
+/// The FFN gate activation from primitive ops (differentiable).
+pub fn activation(cfg: &LlamaConfig, g: &Tensor) -> Result<Tensor> {
+    Ok(match cfg.hidden_act {
+        // silu: g * sigmoid(g); candle's sigmoid has a backward.
+        Activation::Silu => (g * candle_nn::ops::sigmoid(g)?)?,
+        // gelu, tanh approximation (transformers' `gelu_pytorch_tanh`).
+        Activation::GeluPytorchTanh => {
+            let c = (2.0f64 / std::f64::consts::PI).sqrt();
+            let inner = ((g + (g.powf(3.0)? * 0.044715)?)? * c)?;
+            ((g * 0.5)? * (inner.tanh()? + 1.0)?)?
+        }
+    })
 }
 
 /// Hugging Face rotate-half rope from primitive ops. `x: [b, h, t, hd]`, `cos/sin: [b, t, hd/2]`.
@@ -83,6 +116,14 @@ pub fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
         .reshape((b, kv * rep, t, hd))?)
 }
 
+/// Adds an optional bias `[n]` to `y: [..., n]`.
+fn add_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn layer_forward(
     cfg: &LlamaConfig,
@@ -97,29 +138,47 @@ fn layer_forward(
     let (b, t, _) = x.dims3()?;
     let hd = cfg.head_dim();
     let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-    let h = rms_norm(x, &lw.attn_norm, cfg.rms_norm_eps)?;
-    let q = lora_linear(&h, &lw.wq, lora, li, "q_proj")?;
-    let k = lora_linear(&h, &lw.wk, lora, li, "k_proj")?;
-    let v = lora_linear(&h, &lw.wv, lora, li, "v_proj")?;
-    let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-    let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+    let h = family_rms_norm(cfg, x, &lw.attn_norm)?;
+    let q = add_bias(lora_linear(&h, &lw.wq, lora, li, "q_proj")?, lw.bq.as_ref())?;
+    let k = add_bias(lora_linear(&h, &lw.wk, lora, li, "k_proj")?, lw.bk.as_ref())?;
+    let v = add_bias(lora_linear(&h, &lw.wv, lora, li, "v_proj")?, lw.bv.as_ref())?;
+    let q = q.reshape((b, t, nh, hd))?;
+    let k = k.reshape((b, t, nkv, hd))?;
+    // Qwen3 / Gemma 3: RMSNorm over each head before rope.
+    let q = match &lw.q_norm {
+        Some(w) => family_rms_norm(cfg, &q, w)?,
+        None => q,
+    };
+    let k = match &lw.k_norm {
+        Some(w) => family_rms_norm(cfg, &k, w)?,
+        None => k,
+    };
+    let q = q.transpose(1, 2)?.contiguous()?;
+    let k = k.transpose(1, 2)?.contiguous()?;
     let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
     let q = apply_rope(&q, cos, sin)?;
     let k = apply_rope(&k, cos, sin)?;
     let k = repeat_kv(&k, nh / nkv)?.contiguous()?;
     let v = repeat_kv(&v, nh / nkv)?.contiguous()?;
-    let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+    let att = (q.matmul(&k.t()?)? * cfg.attn_scale())?;
     let att = att.broadcast_add(mask)?;
     let att = softmax_last(&att)?;
     let o = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
     let o = lora_linear(&o, &lw.wo, lora, li, "o_proj")?;
+    let o = match &lw.post_attn_norm {
+        Some(w) => family_rms_norm(cfg, &o, w)?,
+        None => o,
+    };
     let x = (x + o)?;
-    let h = rms_norm(&x, &lw.ffn_norm, cfg.rms_norm_eps)?;
+    let h = family_rms_norm(cfg, &x, &lw.ffn_norm)?;
     let g = lora_linear(&h, &lw.w_gate, lora, li, "gate_proj")?;
     let u = lora_linear(&h, &lw.w_up, lora, li, "up_proj")?;
-    let act = (g.clone() * candle_nn::ops::sigmoid(&g)?)?;
-    // silu from primitives: g * sigmoid(g); candle's sigmoid has a backward.
+    let act = activation(cfg, &g)?;
     let m = lora_linear(&(act * u)?, &lw.w_down, lora, li, "down_proj")?;
+    let m = match &lw.post_ffn_norm {
+        Some(w) => family_rms_norm(cfg, &m, w)?,
+        None => m,
+    };
     Ok((x + m)?)
 }
 
@@ -157,6 +216,10 @@ pub fn forward_logits_batch(
         .embed
         .embedding(&tokens.flatten_all()?)?
         .reshape((b, t, cfg.hidden_size))?;
+    if cfg.embed_scale() != 1.0 {
+        // Gemma: token embeddings times √d (prompt-tuning vectors are inputs_embeds, unscaled).
+        x = (x * cfg.embed_scale())?;
+    }
     let n_virtual = match prompt {
         Some(p) => {
             let (n, d) = p.dims2()?;
@@ -189,9 +252,29 @@ pub fn forward_logits_batch(
     let keypad = ((mask.ones_like()? - &mask)? * MASK_VALUE as f64)?.reshape((b, 1, 1, tt))?;
     let add_mask = causal.broadcast_add(&keypad)?;
     for (li, lw) in w.layers.iter().enumerate() {
-        x = layer_forward(cfg, lw, li, lora, &x, &cos, &sin, &add_mask)?;
+        match cfg.layer_window(li) {
+            None if !cfg.has_layer_variants() => {
+                x = layer_forward(cfg, lw, li, lora, &x, &cos, &sin, &add_mask)?;
+            }
+            None => {
+                let (cos, sin) = rope_tables_for_layer(cfg, li, &pos)?;
+                x = layer_forward(cfg, lw, li, lora, &x, &cos, &sin, &add_mask)?;
+            }
+            Some(win) => {
+                // Sliding window: key j visible to query i iff i - win < j <= i (indices
+                // count padding, which is contiguous at either end, so within real tokens
+                // this is the same as counting positions).
+                let local: Vec<f32> = (0..tt)
+                    .flat_map(|i| (0..tt).map(move |j| if j + win <= i { MASK_VALUE } else { 0.0 }))
+                    .collect();
+                let local = Tensor::from_vec(local, (1, 1, tt, tt), dev)?;
+                let m = add_mask.broadcast_add(&local)?;
+                let (cos, sin) = rope_tables_for_layer(cfg, li, &pos)?;
+                x = layer_forward(cfg, lw, li, lora, &x, &cos, &sin, &m)?;
+            }
+        }
     }
-    let x = rms_norm(&x, &w.final_norm, cfg.rms_norm_eps)?;
+    let x = family_rms_norm(cfg, &x, &w.final_norm)?;
     let x = if n_virtual > 0 {
         x.narrow(1, n_virtual, t)?
     } else {

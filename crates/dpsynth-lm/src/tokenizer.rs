@@ -2,17 +2,27 @@
 //! from the tokenizer stored in a GGUF file's metadata (`tokenizer.ggml.*`).
 //!
 //! GGUF support covers byte-level BPE vocabularies (`tokenizer.ggml.model = "gpt2"`), which is
-//! what SmolLM2, Llama 3 and Qwen2 use. The pre-tokenizer is chosen from `tokenizer.ggml.pre`
-//! the way llama.cpp does (`smollm`: single digits then GPT-2 byte-level splitting).
-//! SentencePiece vocabularies (`llama`) are refused with a clear error: pass a
-//! `tokenizer.json` instead.
+//! what SmolLM2, Llama 3 and Qwen2/3 use, and SentencePiece BPE vocabularies
+//! (`tokenizer.ggml.model = "llama"`: TinyLlama/Llama 2, Gemma). For byte-level BPE the
+//! pre-tokenizer is chosen from `tokenizer.ggml.pre` the way llama.cpp does (`smollm`: single
+//! digits then GPT-2 byte-level splitting). SentencePiece vocabularies are rebuilt the way
+//! transformers' `convert_slow_tokenizer` does (`SpmConverter` / `GemmaConverter`): merges
+//! from the pieces' scores, byte fallback, spaces as `▁`.
 
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::normalizers::prepend::Prepend;
+use tokenizers::normalizers::replace::Replace;
 use tokenizers::normalizers::unicode::NFC;
+use tokenizers::normalizers::Sequence as NormalizerSequence;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -139,10 +149,13 @@ impl Tokenizer {
                 "the GGUF file has no tokenizer (no `tokenizer.ggml.model`); pass a tokenizer.json",
             )),
         };
+        if model == "llama" {
+            return Self::spm_from_gguf(ct);
+        }
         if model != "gpt2" {
             return Err(tok_err(format!(
-                "GGUF tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`); \
-                 pass the model's tokenizer.json instead"
+                "GGUF tokenizer model `{model}` is not supported (supported: byte-level BPE \
+                 `gpt2`, SentencePiece `llama`); pass the model's tokenizer.json instead"
             )));
         }
         let tokens = string_array(ct, "tokenizer.ggml.tokens")?;
@@ -212,6 +225,141 @@ impl Tokenizer {
         let add_bos = meta(ct, "tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok())
             .unwrap_or(false);
+        Ok(Self {
+            inner,
+            bos,
+            eos,
+            add_bos,
+        })
+    }
+
+    /// A SentencePiece BPE vocabulary from GGUF metadata (`tokenizer.ggml.model = "llama"`:
+    /// TinyLlama / Llama 2, Gemma), rebuilt as transformers' `SpmConverter` does: BPE merges
+    /// generated from the pieces' scores, byte fallback (`<0xXX>` pieces), spaces replaced by
+    /// `▁` (with a leading `▁` when `tokenizer.ggml.add_space_prefix`, the default for llama,
+    /// false for Gemma). Control pieces (token type 3) are special tokens; user-defined pieces
+    /// (type 4: Gemma's newline, tab and space runs) are matched whole, as SentencePiece does.
+    fn spm_from_gguf(ct: &gguf_file::Content) -> Result<Self> {
+        let tokens = string_array(ct, "tokenizer.ggml.tokens")?;
+        let scores: Vec<f32> = meta(ct, "tokenizer.ggml.scores")
+            .ok_or_else(|| tok_err("GGUF metadata has no `tokenizer.ggml.scores`"))?
+            .to_vec()
+            .map_err(|_| tok_err("`tokenizer.ggml.scores` is not an array"))?
+            .iter()
+            .map(|v| {
+                v.to_f32()
+                    .map_err(|_| tok_err("`tokenizer.ggml.scores` holds a non-f32"))
+            })
+            .collect::<Result<_>>()?;
+        if scores.len() != tokens.len() {
+            return Err(tok_err(format!(
+                "{} scores for {} tokens",
+                scores.len(),
+                tokens.len()
+            )));
+        }
+        let types: Vec<i32> = match meta(ct, "tokenizer.ggml.token_type").map(|v| v.to_vec()) {
+            Some(Ok(v)) => v.iter().map(|t| t.to_i32().unwrap_or(1)).collect(),
+            _ => vec![1; tokens.len()],
+        };
+        let mut vocab = Vocab::default();
+        for (i, t) in tokens.iter().enumerate() {
+            vocab.entry(t.clone()).or_insert(i as u32);
+        }
+        // transformers' `generate_merges`: every split of a piece into two pieces is a merge,
+        // ranked by the merged piece's score (then longer left, then longer right piece).
+        struct M {
+            score: f32,
+            ll: usize,
+            lr: usize,
+            l: u32,
+            r: u32,
+        }
+        let mut merges: Vec<M> = Vec::new();
+        let mut local: Vec<M> = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            if vocab.get(t) != Some(&(i as u32)) {
+                continue; // a duplicate piece
+            }
+            local.clear();
+            for (k, _) in t.char_indices().skip(1) {
+                let (a, b) = t.split_at(k);
+                if let (Some(&l), Some(&r)) = (vocab.get(a), vocab.get(b)) {
+                    local.push(M {
+                        score: scores[i],
+                        ll: a.chars().count(),
+                        lr: b.chars().count(),
+                        l,
+                        r,
+                    });
+                }
+            }
+            local.sort_by_key(|m| (m.l, m.r));
+            merges.append(&mut local);
+        }
+        // Stable, descending (Python's `sorted(..., reverse=True)` keeps ties in order).
+        merges.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then(b.ll.cmp(&a.ll))
+                .then(b.lr.cmp(&a.lr))
+        });
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| (tokens[m.l as usize].clone(), tokens[m.r as usize].clone()))
+            .collect();
+        let mut builder = BPE::builder()
+            .vocab_and_merges(vocab.clone(), merges)
+            .byte_fallback(true)
+            .fuse_unk(true);
+        let unk = meta_u32(ct, "tokenizer.ggml.unknown_token_id")
+            .and_then(|i| tokens.get(i as usize).cloned())
+            .or_else(|| vocab.contains_key("<unk>").then(|| "<unk>".to_string()));
+        if let Some(u) = unk {
+            builder = builder.unk_token(u);
+        }
+        let bpe = builder.build().map_err(tok_err)?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let space_prefix = meta(ct, "tokenizer.ggml.add_space_prefix")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(true);
+        let replace = Replace::new(" ", "▁").map_err(tok_err)?;
+        if space_prefix {
+            inner.with_normalizer(Some(NormalizerSequence::new(vec![
+                Prepend::new("▁".to_string()).into(),
+                replace.into(),
+            ])));
+        } else {
+            inner.with_normalizer(Some(replace));
+        }
+        let mut decoders: Vec<DecoderWrapper> = vec![
+            Replace::new("▁", " ").map_err(tok_err)?.into(),
+            ByteFallback::default().into(),
+            Fuse::default().into(),
+        ];
+        if space_prefix {
+            decoders.push(Strip::new(' ', 1, 0).into());
+        }
+        inner.with_decoder(Some(DecoderSequence::new(decoders)));
+        let control: Vec<AddedToken> = types
+            .iter()
+            .zip(&tokens)
+            .filter(|(t, _)| **t == 3)
+            .map(|(_, s)| AddedToken::from(s.clone(), true))
+            .collect();
+        inner.add_special_tokens(&control);
+        let user: Vec<AddedToken> = types
+            .iter()
+            .zip(&tokens)
+            .filter(|(t, _)| **t == 4)
+            .map(|(_, s)| AddedToken::from(s.clone(), false).normalized(false))
+            .collect();
+        inner.add_tokens(&user);
+        let bos = meta_u32(ct, "tokenizer.ggml.bos_token_id");
+        let eos = meta_u32(ct, "tokenizer.ggml.eos_token_id");
+        let add_bos = meta(ct, "tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(true);
         Ok(Self {
             inner,
             bos,

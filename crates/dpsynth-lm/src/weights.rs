@@ -19,9 +19,22 @@ pub struct LayerWeights {
     pub w_gate: Tensor,    // [ff, d]
     pub w_up: Tensor,      // [ff, d]
     pub w_down: Tensor,    // [d, ff]
+    /// q/k/v projection biases (Qwen2: `attention_bias`), `[n_heads * head_dim]` / `[n_kv * head_dim]`.
+    pub bq: Option<Tensor>,
+    pub bk: Option<Tensor>,
+    pub bv: Option<Tensor>,
+    /// RMSNorm weights over each head of q and k (Qwen3, Gemma 3), `[head_dim]`.
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    /// Norms of the attention output and the FFN output (Gemma 3's `post_attention_layernorm`
+    /// and `post_feedforward_layernorm`), `[d]`. For Gemma, `ffn_norm` is its
+    /// `pre_feedforward_layernorm`.
+    pub post_attn_norm: Option<Tensor>,
+    pub post_ffn_norm: Option<Tensor>,
 }
 
-/// All weights of a llama-architecture model.
+/// All weights of a llama-family model. Norm weights are stored as Hugging Face does: for
+/// Gemma the multiplier is `1 + w` (see [`LlamaConfig::norm_weight_offset`]).
 #[derive(Debug, Clone)]
 pub struct LlamaWeights {
     pub config: LlamaConfig,
@@ -84,22 +97,51 @@ impl LlamaWeights {
         let ff = config.intermediate_size;
         let nq = config.num_attention_heads * hd;
         let nkv = config.num_key_value_heads * hd;
+        // Norm weights: multipliers near 1 (stored as `w - offset` for Gemma's `1 + w`).
+        let one = 1.0 - config.norm_weight_offset();
         let embed = mat(config.vocab_size, d, 0.5)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for _ in 0..config.num_hidden_layers {
+            // Draw order of the llama weights kept as before the family fields existed (seeded
+            // tests elsewhere rely on it); the family's extra weights come last.
+            let attn_norm = (mat(1, d, 0.1)?.squeeze(0)? + one)?;
+            let wq = mat(nq, d, 0.2)?;
+            let wk = mat(nkv, d, 0.2)?;
+            let wv = mat(nkv, d, 0.2)?;
+            let wo = mat(d, nq, 0.2)?;
+            let ffn_norm = (mat(1, d, 0.1)?.squeeze(0)? + one)?;
+            let w_gate = mat(ff, d, 0.2)?;
+            let w_up = mat(ff, d, 0.2)?;
+            let w_down = mat(d, ff, 0.2)?;
+            let mut opt = |on: bool, n: usize, std: f32, shift: f64| -> Result<Option<Tensor>> {
+                Ok(if on {
+                    Some((mat(1, n, std)?.squeeze(0)? + shift)?)
+                } else {
+                    None
+                })
+            };
+            let bias = config.attention_bias;
+            let (qkn, post) = (config.has_qk_norm(), config.has_post_norms());
             layers.push(LayerWeights {
-                attn_norm: (mat(1, d, 0.1)?.squeeze(0)? + 1.0)?,
-                wq: mat(nq, d, 0.2)?,
-                wk: mat(nkv, d, 0.2)?,
-                wv: mat(nkv, d, 0.2)?,
-                wo: mat(d, nq, 0.2)?,
-                ffn_norm: (mat(1, d, 0.1)?.squeeze(0)? + 1.0)?,
-                w_gate: mat(ff, d, 0.2)?,
-                w_up: mat(ff, d, 0.2)?,
-                w_down: mat(d, ff, 0.2)?,
+                bq: opt(bias, nq, 0.2, 0.0)?,
+                bk: opt(bias, nkv, 0.2, 0.0)?,
+                bv: opt(bias, nkv, 0.2, 0.0)?,
+                q_norm: opt(qkn, hd, 0.1, one)?,
+                k_norm: opt(qkn, hd, 0.1, one)?,
+                post_attn_norm: opt(post, d, 0.1, one)?,
+                post_ffn_norm: opt(post, d, 0.1, one)?,
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm,
+                w_gate,
+                w_up,
+                w_down,
             });
         }
-        let final_norm = (mat(1, d, 0.1)?.squeeze(0)? + 1.0)?;
+        let final_norm = (mat(1, d, 0.1)?.squeeze(0)? + one)?;
         let lm_head = if config.tie_word_embeddings {
             None
         } else {

@@ -123,6 +123,8 @@ pub fn smollm2_135m_config() -> LlamaConfig {
         tie_word_embeddings: true,
         bos_token_id: Some(1),
         eos_token_id: Some(2),
+        // The plain llama block (no family extras).
+        ..LlamaConfig::tiny()
     }
 }
 

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var, D};
+use dpsynth_lm::config::Activation;
 use dpsynth_lm::{LlamaConfig, LlamaWeights, LoraAdapter, LoraConfig};
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +116,9 @@ impl Params {
                     .collect();
                 let ids = Tensor::new(ids, dev)?;
                 names.push("prompt.virtual_tokens".into());
-                tensors.push(w.embed.index_select(&ids, 0)?.contiguous()?);
+                // As the model embeds tokens (Gemma scales by √d; 1 elsewhere, exact).
+                let e = (w.embed.index_select(&ids, 0)? * w.config.embed_scale())?;
+                tensors.push(e.contiguous()?);
             }
             Method::Full => {
                 let (n, t) = full_params(w);
@@ -232,6 +235,18 @@ const LAYER_FIELDS: [&str; 9] = [
     "down_proj",
 ];
 
+/// The family's optional per-layer tensors (Qwen2 biases, q/k norms, Gemma's post norms),
+/// trained in full fine-tuning when present.
+const EXTRA_LAYER_FIELDS: [&str; 7] = [
+    "q_bias",
+    "k_bias",
+    "v_bias",
+    "q_norm",
+    "k_norm",
+    "post_attn_norm",
+    "post_ffn_norm",
+];
+
 fn full_params(w: &LlamaWeights) -> (Vec<String>, Vec<&Tensor>) {
     let mut n = vec!["embed".to_string()];
     let mut t = vec![&w.embed];
@@ -250,6 +265,21 @@ fn full_params(w: &LlamaWeights) -> (Vec<String>, Vec<&Tensor>) {
         for (name, f) in LAYER_FIELDS.iter().zip(fields) {
             n.push(format!("layers.{l}.{name}"));
             t.push(f);
+        }
+        let extra = [
+            &lw.bq,
+            &lw.bk,
+            &lw.bv,
+            &lw.q_norm,
+            &lw.k_norm,
+            &lw.post_attn_norm,
+            &lw.post_ffn_norm,
+        ];
+        for (name, f) in EXTRA_LAYER_FIELDS.iter().zip(extra) {
+            if let Some(f) = f {
+                n.push(format!("layers.{l}.{name}"));
+                t.push(f);
+            }
         }
     }
     n.push("final_norm".into());
@@ -279,6 +309,21 @@ fn full_params_mut(w: &mut LlamaWeights) -> (Vec<String>, Vec<&mut Tensor>) {
         for (name, f) in LAYER_FIELDS.iter().zip(fields) {
             n.push(format!("layers.{l}.{name}"));
             t.push(f);
+        }
+        let extra = [
+            &mut lw.bq,
+            &mut lw.bk,
+            &mut lw.bv,
+            &mut lw.q_norm,
+            &mut lw.k_norm,
+            &mut lw.post_attn_norm,
+            &mut lw.post_ffn_norm,
+        ];
+        for (name, f) in EXTRA_LAYER_FIELDS.iter().zip(extra) {
+            if let Some(f) = f {
+                n.push(format!("layers.{l}.{name}"));
+                t.push(f);
+            }
         }
     }
     n.push("final_norm".into());
@@ -369,15 +414,26 @@ impl TrainBatch {
     }
 }
 
-/// Rotary tables `[T, head_dim]` (rotate-half layout: the frequencies repeated twice).
+/// Rotary tables `[T, head_dim]` of layer 0 (rotate-half layout: the frequencies repeated twice).
 pub fn rope_tables(cfg: &LlamaConfig, len: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    rope_tables_for_layer(cfg, 0, len, device)
+}
+
+/// Rotary tables `[T, head_dim]` of layer `layer` (its rope base and scaling:
+/// [`LlamaConfig::rope_inv_freq`]).
+pub fn rope_tables_for_layer(
+    cfg: &LlamaConfig,
+    layer: usize,
+    len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let hd = cfg.head_dim();
     let half = hd / 2;
+    let inv_freq = cfg.rope_inv_freq_f64(layer);
     let mut cos = vec![0f32; len * hd];
     let mut sin = vec![0f32; len * hd];
     for p in 0..len {
-        for i in 0..half {
-            let inv = 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64);
+        for (i, inv) in inv_freq.iter().enumerate() {
             let a = p as f64 * inv;
             for j in [i, i + half] {
                 cos[p * hd + j] = a.cos() as f32;
@@ -518,38 +574,95 @@ impl<'a> TrainModel<'a> {
         let dev = w.device();
         let ids = batch.ids.flatten_all()?;
         let mut x = w.embed.index_select(&ids, 0)?.reshape((b, t, d))?;
+        if cfg.embed_scale() != 1.0 {
+            // Gemma: token embeddings times √d (prompt vectors are inputs_embeds, unscaled).
+            x = (x * cfg.embed_scale())?;
+        }
         if let Trainables::Prompt(p) = tr {
             x = Tensor::cat(&[p, &x], 1)?;
         }
         let tt = t + batch.n_virtual;
-        let (cos, sin) = rope_tables(cfg, tt, dev)?;
-        let rt = ops::RopeTables::new(cos, sin)?;
-        let scale = 1.0 / (hd as f64).sqrt();
+        // Rope tables per distinct layer setting (Gemma 3: local and global bases).
+        let mut tables: Vec<(Vec<f32>, ops::RopeTables)> = Vec::new();
+        for l in 0..w.layers.len() {
+            let inv = cfg.rope_inv_freq(l);
+            if !tables.iter().any(|(f, _)| *f == inv) {
+                let (cos, sin) = rope_tables_for_layer(cfg, l, tt, dev)?;
+                tables.push((inv, ops::RopeTables::new(cos, sin)?));
+            }
+        }
+        let scale = cfg.attn_scale();
         let eps = cfg.rms_norm_eps;
+        let off = cfg.norm_weight_offset();
+        // The family's RMSNorm (Gemma's multiplier is 1 + w).
+        let norm = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+            Ok(if off == 0.0 {
+                ops::rms_norm(x, w, eps)?
+            } else {
+                ops::rms_norm(x, &(w + off)?, eps)?
+            })
+        };
+        let bias = |y: Tensor, bv: &Option<Tensor>| -> Result<Tensor> {
+            Ok(match bv {
+                Some(bv) => y.broadcast_add(bv)?,
+                None => y,
+            })
+        };
+        // RMSNorm over each head of `y: [B, T, heads * hd]` (Qwen3, Gemma 3).
+        let head_norm = |y: Tensor, heads: usize, nw: &Option<Tensor>| -> Result<Tensor> {
+            Ok(match nw {
+                Some(nw) => {
+                    norm(&y.reshape((b, tt, heads, hd))?, nw)?.reshape((b, tt, heads * hd))?
+                }
+                None => y,
+            })
+        };
         for (l, lw) in w.layers.iter().enumerate() {
-            let h = ops::rms_norm(&x, &lw.attn_norm, eps)?;
-            let q = self.linear(&h, l, "q_proj", tr)?;
-            let k = self.linear(&h, l, "k_proj", tr)?;
-            let v = self.linear(&h, l, "v_proj", tr)?;
+            let inv = cfg.rope_inv_freq(l);
+            let rt = &tables
+                .iter()
+                .find(|(f, _)| *f == inv)
+                .expect("built above")
+                .1;
+            let h = norm(&x, &lw.attn_norm)?;
+            let q = bias(self.linear(&h, l, "q_proj", tr)?, &lw.bq)?;
+            let k = bias(self.linear(&h, l, "k_proj", tr)?, &lw.bk)?;
+            let v = bias(self.linear(&h, l, "v_proj", tr)?, &lw.bv)?;
             drop(h);
+            let q = head_norm(q, nh, &lw.q_norm)?;
+            let k = head_norm(k, nkv, &lw.k_norm)?;
             // [B, T, H*hd] -> [B, H, T, hd] (+ rope for q and k), fused.
-            let q = ops::heads(&q, nh, hd, &rt, true)?;
-            let k = ops::heads(&k, nkv, hd, &rt, true)?;
-            let v = ops::heads(&v, nkv, hd, &rt, false)?;
+            let q = ops::heads(&q, nh, hd, rt, true)?;
+            let k = ops::heads(&k, nkv, hd, rt, true)?;
+            let v = ops::heads(&v, nkv, hd, rt, false)?;
             // GQA: query head h uses kv head h / rep; group the rep query heads of a kv head.
             let qg = q.reshape((b, nkv, rep * tt, hd))?;
             let s = qg.matmul(&k.t()?)?;
-            let p = ops::attention_probs(&s, scale, &batch.mask, &batch.lens)?;
+            let p = ops::attention_probs(&s, scale, &batch.mask, &batch.lens, cfg.layer_window(l))?;
             let o = p.matmul(&v)?.reshape((b, nh, tt, hd))?;
             let o = o.transpose(1, 2)?.contiguous()?.reshape((b, tt, nh * hd))?;
-            x = (x + self.linear(&o, l, "o_proj", tr)?)?;
-            let h = ops::rms_norm(&x, &lw.ffn_norm, eps)?;
+            let o = self.linear(&o, l, "o_proj", tr)?;
+            let o = match &lw.post_attn_norm {
+                Some(pn) => norm(&o, pn)?,
+                None => o,
+            };
+            x = (x + o)?;
+            let h = norm(&x, &lw.ffn_norm)?;
             let g = self.linear(&h, l, "gate_proj", tr)?;
             let u = self.linear(&h, l, "up_proj", tr)?;
-            let m = ops::swiglu(&g, &u)?;
-            x = (x + self.linear(&m, l, "down_proj", tr)?)?;
+            let m = match cfg.hidden_act {
+                Activation::Silu => ops::swiglu(&g, &u)?,
+                // GELU (tanh approximation: candle's `gelu`, which has a backward).
+                Activation::GeluPytorchTanh => (g.gelu()? * u)?,
+            };
+            let m = self.linear(&m, l, "down_proj", tr)?;
+            let m = match &lw.post_ffn_norm {
+                Some(pn) => norm(&m, pn)?,
+                None => m,
+            };
+            x = (x + m)?;
         }
-        let x = ops::rms_norm(&x, &w.final_norm, eps)?;
+        let x = norm(&x, &w.final_norm)?;
         let xs = x.reshape((b * tt, d))?.index_select(&batch.sel, 0)?;
         let nll = match tr {
             Trainables::Full(w) => cross_entropy(&xs.matmul(&w.lm_head().t()?)?, &batch.targets)?,

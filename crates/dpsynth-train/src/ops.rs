@@ -394,9 +394,12 @@ pub fn heads(
 
 /// Scaled, causal + key-padding masked softmax over the last dim of the grouped scores
 /// `[B, G, R*T, T]` (query position = row index mod `T`; example `b` has `lens[b]` keys).
+/// With a sliding `window`, query `q` sees keys `q + 1 - window ..= q` only (Gemma 3's local
+/// layers); masked keys get probability 0, hence gradient 0.
 struct MaskedSoftmax {
     lens: Arc<Vec<usize>>,
     scale: f32,
+    window: Option<usize>,
 }
 
 impl CustomOp1 for MaskedSoftmax {
@@ -423,11 +426,15 @@ impl CustomOp1 for MaskedSoftmax {
                     let bi = row / rows_per_b;
                     let q = row % t;
                     let valid = (q + 1).min(self.lens[bi]).max(1);
-                    let m = max_of(&xr[..valid]);
-                    yr[..valid].copy_from_slice(&xr[..valid]);
-                    let sum = exp_in_place(&mut yr[..valid], m, self.scale);
+                    let lo = self
+                        .window
+                        .map_or(0, |w| (q + 1).saturating_sub(w))
+                        .min(valid - 1);
+                    let m = max_of(&xr[lo..valid]);
+                    yr[lo..valid].copy_from_slice(&xr[lo..valid]);
+                    let sum = exp_in_place(&mut yr[lo..valid], m, self.scale);
                     let inv = 1.0 / sum;
-                    for yv in &mut yr[..valid] {
+                    for yv in &mut yr[lo..valid] {
                         *yv *= inv;
                     }
                 }
@@ -464,23 +471,35 @@ impl CustomOp1 for MaskedSoftmax {
 
 /// Attention probabilities from grouped raw scores `s = Q Kᵀ: [B, G, R*T, T]`:
 /// `softmax(scale * s + mask)`; `mask: [B, 1, 1, T, T]` additive (used off the CPU),
-/// `lens`: number of valid keys of each example (used on the CPU).
+/// `lens`: number of valid keys of each example (used on the CPU); `window`: sliding
+/// attention window (query `q` sees keys `q + 1 - window ..= q`), `None` for global attention.
 pub fn attention_probs(
     s: &Tensor,
     scale: f64,
     mask: &Tensor,
     lens: &[usize],
+    window: Option<usize>,
 ) -> candle_core::Result<Tensor> {
     match s.device() {
         Device::Cpu => s.contiguous()?.apply_op1(MaskedSoftmax {
             lens: Arc::new(lens.to_vec()),
             scale: scale as f32,
+            window,
         }),
         _ => {
             let (b, g, rt, t) = s.dims4()?;
             let s = (s * scale)?
                 .reshape((b, g, rt / t, t, t))?
                 .broadcast_add(mask)?;
+            let s = match window {
+                Some(w) => {
+                    let local: Vec<f32> = (0..t)
+                        .flat_map(|q| (0..t).map(move |k| if k + w <= q { -1e9 } else { 0.0 }))
+                        .collect();
+                    s.broadcast_add(&Tensor::from_vec(local, (t, t), s.device())?)?
+                }
+                None => s,
+            };
             crate::model::softmax_last(&s)
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))?
                 .reshape((b, g, rt, t))

@@ -120,7 +120,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut encoded = Vec::new();
     for p in &prompts {
-        encoded.push(tok.encode(p, false)?);
+        // With the tokenizer's special tokens: BOS for models that want it (Gemma; not SmolLM2).
+        encoded.push(tok.encode(p, true)?);
     }
     let mut reqs = Vec::new();
     for (pi, ids) in encoded.iter().enumerate() {
