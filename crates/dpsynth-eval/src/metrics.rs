@@ -43,10 +43,10 @@ fn accuracy_and_macro_f1(confusion: &[Vec<usize>]) -> (f64, f64) {
     let n: usize = confusion.iter().flatten().sum();
     let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
     let mut f1s = Vec::new();
-    for c in 0..k {
-        let tp = confusion[c][c] as f64;
-        let support: usize = confusion[c].iter().sum();
-        let predicted: usize = (0..k).map(|g| confusion[g][c]).sum();
+    for (c, row) in confusion.iter().enumerate() {
+        let tp = row[c] as f64;
+        let support: usize = row.iter().sum();
+        let predicted: usize = confusion.iter().map(|r| r[c]).sum();
         if support == 0 {
             continue;
         }

@@ -1078,6 +1078,14 @@ impl Generator {
                 if n_new == 0 {
                     break;
                 }
+                // A prefill pass streams every weight once, like a decode step: refilling one
+                // or two slots at a time (sequences end at different lengths) nearly doubled
+                // the passes per token. While other slots are busy and more requests wait,
+                // refill only once an eighth of the slots is free.
+                let busy = free.len() < nslots;
+                if busy && n_new < queue.len().min(nslots.div_ceil(8)) {
+                    break;
+                }
                 let mut new: Vec<(usize, GenRequest)> = queue.drain(..n_new).collect();
                 // Prefill groups of similar length (padding is wasted work): sorted by length, a
                 // group grows while its padded size stays within 5/4 of its real tokens + 8.

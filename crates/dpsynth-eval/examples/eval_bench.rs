@@ -1,5 +1,5 @@
 //! The evaluation benchmarks `dpsynth bench` prints, standalone:
-//! `RAYON_NUM_THREADS=1 cargo run --release -p dpsynth-eval --example bench [-- RT_DIR]`
+//! `RAYON_NUM_THREADS=1 cargo run --release -p dpsynth-eval --example eval_bench [-- RT_DIR]`
 //! RT_DIR: a prepared rotten-tomatoes split (train.jsonl, test.jsonl) for the full-evaluation
 //! timing; `--prepare RT_DIR` writes it first from the recipe.
 use std::path::PathBuf;
