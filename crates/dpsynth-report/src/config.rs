@@ -61,7 +61,7 @@ macro_rules! key {
 /// Every key of `run.toml`. The CLI turns each into a flag (`--epsilon 8` sets `privacy.epsilon`).
 pub const KEYS: &[KeySpec] = &[
     key!("run.dir", "dir", Path, "Run directory: every stage's outputs, records and the report go here [default: runs/<recipe>-<method>-eps<ε>]"),
-    key!("run.preset", "preset", Str, "Defaults to start from: quick (≈15 min on 2 cores) or full (bigger machines)"),
+    key!("run.preset", "preset", Str, "Defaults to start from: quick (≈ 20 min on 2 cores) or full (bigger machines)"),
     key!("run.seed", "seed", Int, "Seed for sampling, noise and generation. Unset = OS randomness (secure). Set = reproducible but NOT secure noise"),
     key!("run.threads", "threads", Int, "Worker threads (0 = all cores)"),
     key!("data.recipe", "recipe", Str, "Built-in dataset: rotten-tomatoes, bbc-news or spamassassin (ignored when data.path is set)"),

@@ -2,7 +2,7 @@
 //!
 //! `dpsynth run` with no flags uses [`Preset::Quick`]: it is sized so that the whole pipeline
 //! (prepare Rotten Tomatoes, DP label histogram + DP-LoRA fine-tuning of SmolLM2-135M, synthesis,
-//! evaluation, report) finishes in about 15 minutes on 2 CPU cores. `--preset full` is for bigger
+//! evaluation, report) targets 20 minutes on 2 CPU cores (see the measurements below). `--preset full` is for bigger
 //! machines and gives numbers closer to the paper's setting.
 //!
 //! | key                              | quick  | full   | why |
@@ -66,14 +66,24 @@
 //! # How these numbers were chosen, and what that costs
 //! Hyperparameters chosen by looking at results on the private data leak information about it
 //! that no ledger counts (Papernot & Steinke, "Hyperparameter tuning with Renyi differential
-//! privacy", ICLR 2022). The numbers above were fixed from the compute budget (≈15 min on 2
+//! privacy", ICLR 2022). The numbers above were fixed from the compute budget (≈ 20 min on 2
 //! cores), public facts (Rotten Tomatoes reviews are one sentence, ~30 tokens; the label
 //! names' meaning) and the standard DP-SGD trade-off (larger expected batch and more records
 //! at fixed ε reduce the noise on each update), and by looking at the *base* model's outputs
 //! for the prompt template (no private data involved). They were not tuned on the private
-//! training data's results. The accuracies they give were measured after they were fixed.
+//! training data's results. The accuracies they give were measured after they were fixed —
+//! except the candidate count and the top-posterior selection, compared on a validation split of
+//! the training records (above).
 //!
-//! Measured for `quick` (release build, 2 quiet cores, 2026-11-30, `/usr/bin/time -v dpsynth run`):
+//! Measured on the 2-core Intel Xeon (2026-12-02, release build, `/usr/bin/time -v dpsynth run`, two
+//! niced helper builds beside it, load ≈ 5): with 4,000 candidates 32 min 19 s, 2.15 GB peak RSS —
+//! training 539 s (135 steps of expected batch 32), synthesis of the DP set and the ε = 0 control
+//! 1,232 s, evaluation 168 s. With today's defaults (2,000 candidates, batched scoring that skips
+//! each candidate's own label, measured per 1,000 candidates on the quiet machine: 49 s sampling +
+//! 36 s scoring) the synthesis stage is ≈ 340 s, so the run is ≈ 18 min on a quiet machine — an
+//! estimate from those parts, not an end-to-end measurement.
+//!
+//! Older, on the AMD EPYC (release build, 2 quiet cores, 2026-11-30, `/usr/bin/time -v dpsynth run`):
 //! 9 min 9 s wall, 2.14 GB peak RSS — training 160 DP-LoRA steps of expected batch 32 in 375 s
 //! (bf16 frozen base), 1,000 synthetic reviews in 54 s, evaluation in 120 s.
 //! The sizes were raised (4,096 → 8,192 records, 40 → 160 steps, 300 → 1,000 synthetic records) when
@@ -86,7 +96,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
-    /// About 15 minutes on 2 cores (the default).
+    /// About 20 minutes on 2 cores (the default).
     #[default]
     Quick,
     /// Paper-like sizes for bigger machines.

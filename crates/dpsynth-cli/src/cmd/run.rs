@@ -7,7 +7,7 @@ use crate::pipeline::{self, flags::ConfigFlags};
 /// Data → DP label histogram + DP fine-tuning → synthesis → evaluation → report.
 ///
 /// With no flags: prepares Rotten Tomatoes, fine-tunes SmolLM2-135M with DP-LoRA at ε = 3 on a
-/// subset sized to finish in about 15 minutes on 2 cores, samples a synthetic dataset, evaluates
+/// subset sized for about 20 minutes on 2 cores, samples a synthetic dataset, evaluates
 /// it and writes RUN_DIR/report.html. `--preset full` uses paper-like sizes.
 ///
 /// Every key of the config file is also a flag (below). The config is checked completely before
