@@ -163,8 +163,38 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// SHA-256 of a file, hex.
+type HashCache =
+    std::collections::HashMap<(std::path::PathBuf, u64, Option<std::time::SystemTime>), String>;
+static HASH_CACHE: std::sync::Mutex<Option<HashCache>> = std::sync::Mutex::new(None);
+
+/// SHA-256 of a file, hex. Cached per process by (path, length, modification time) once the
+/// file is a few seconds old (git's "racy clean" rule: a file modified within the same
+/// timestamp tick may change again without changing length, so it is not cached).
 pub fn sha256_file(path: &Path) -> Result<String, DataError> {
+    let p = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(&p, e))?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    if let Some(h) = HASH_CACHE
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().and_then(|c| c.get(&key).cloned()))
+    {
+        return Ok(h);
+    }
+    let h = sha256_file_uncached(path)?;
+    let settled = meta
+        .modified()
+        .ok()
+        .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+        .is_some_and(|age| age.as_secs() >= 3);
+    if let (true, Ok(mut c)) = (settled, HASH_CACHE.lock()) {
+        c.get_or_insert_with(Default::default)
+            .insert(key, h.clone());
+    }
+    Ok(h)
+}
+
+fn sha256_file_uncached(path: &Path) -> Result<String, DataError> {
     let p = path.display();
     let mut f = File::open(path).map_err(|e| DataError::io(&p, e))?;
     let mut h = Sha256::new();
@@ -173,7 +203,7 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
 }
 
 /// SHA-256 of a file, or of a directory: over its files sorted by relative path, each as
-/// `path \0 sha256(file) \n` (the same digest as `dpsynth_report::stage::hash_path`).
+/// `path \0 sha256(file) \n`. The run stages' input/output hashes (`dpsynth_report::stage`) use it.
 pub fn sha256_path(path: &Path) -> Result<String, DataError> {
     let p = path.display();
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(&p, e))?;

@@ -8,7 +8,6 @@
 //!   checkpoint and ledger; it never starts over and never spends budget twice);
 //! - anything else (no record, config or inputs changed, outputs missing, `--from`) → **run**.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,81 +44,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
 
 /// SHA-256 of a file, or of a folder (sorted relative paths and their file hashes).
 pub fn hash_path(path: &Path) -> Result<String, StageError> {
-    let meta = std::fs::metadata(path).map_err(io_err(path))?;
-    if meta.is_dir() {
-        let mut files = Vec::new();
-        collect_files(path, path, &mut files)?;
-        files.sort();
-        let mut h = Sha256::new();
-        for rel in files {
-            let fh = hash_file(&path.join(&rel))?;
-            h.update(rel.to_string_lossy().as_bytes());
-            h.update([0]);
-            h.update(fh.as_bytes());
-            h.update([b'\n']);
-        }
-        Ok(hex(&h.finalize()))
-    } else {
-        hash_file(path)
-    }
-}
-
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StageError> {
-    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
-        let e = e.map_err(io_err(dir))?;
-        let p = e.path();
-        if p.is_dir() {
-            collect_files(root, &p, out)?;
-        } else {
-            out.push(p.strip_prefix(root).unwrap_or(&p).to_path_buf());
-        }
-    }
-    Ok(())
-}
-
-/// File hashes already computed in this process, keyed by (path, length, modification time):
-/// a stage's inputs are hashed when deciding and again when starting, and the model files are
-/// inputs of several stages.
-type HashCache = std::collections::HashMap<(PathBuf, u64, Option<SystemTime>), String>;
-static HASH_CACHE: std::sync::Mutex<Option<HashCache>> = std::sync::Mutex::new(None);
-
-fn hash_file(path: &Path) -> Result<String, StageError> {
-    let meta = std::fs::metadata(path).map_err(io_err(path))?;
-    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    if let Some(h) = HASH_CACHE
-        .lock()
-        .ok()
-        .and_then(|c| c.as_ref().and_then(|c| c.get(&key).cloned()))
-    {
-        return Ok(h);
-    }
-    let h = hash_file_uncached(path)?;
-    // Like git's "racy clean" rule: a file modified in the last seconds may change again within
-    // the same timestamp tick without changing length, so it is not cached.
-    let settled = meta
-        .modified()
-        .ok()
-        .and_then(|m| SystemTime::now().duration_since(m).ok())
-        .is_some_and(|age| age.as_secs() >= 3);
-    if let (true, Ok(mut c)) = (settled, HASH_CACHE.lock()) {
-        c.get_or_insert_with(Default::default)
-            .insert(key, h.clone());
-    }
-    Ok(h)
-}
-
-fn hash_file_uncached(path: &Path) -> Result<String, StageError> {
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    dpsynth_data::sha256_path(path).map_err(|e| StageError::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 fn hex(b: &[u8]) -> String {
